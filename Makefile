@@ -1,0 +1,34 @@
+# One entry point for developers, CI and packaging. Every target creates what it needs.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEV_INSTANCE ?= .dev-instance
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test lint typecheck bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,dev,evm]'
+	touch $(STAMP)
+
+# Starts the daemon on its embedded defaults: local storage, local ledger, generated dev keys.
+run: venv
+	@test -f $(DEV_INSTANCE)/edge.toml || $(BIN)/hie-edge init $(DEV_INSTANCE)
+	exec $(BIN)/hie-edge run --config $(DEV_INSTANCE)/edge.toml
+
+test: venv
+	$(BIN)/pytest -q
+
+lint: venv
+	$(BIN)/ruff check edge adapters ledger_client tests bench
+	$(BIN)/mypy
+
+bench: venv
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info

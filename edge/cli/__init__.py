@@ -1,0 +1,1 @@
+"""The ``hie-edge`` command."""

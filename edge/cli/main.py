@@ -1,0 +1,120 @@
+"""``hie-edge``: argument parsing and dispatch. Only this module decides exit statuses.
+
+``--config`` is accepted by every subcommand, before or after its arguments; without it the
+config is ``$HIE_EDGE_CONFIG``, else /etc/hie-edge/edge.toml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from edge import __version__
+from edge.cli import exits
+from edge.cli.exits import CLIError
+from edge.config import ConfigError, Settings, load_config, resolve_config_path
+from edge.errors import EdgeError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        raise CLIError(exits.USAGE, f"{self.prog}: {message}")
+
+
+def _config_option(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    parser.add_argument("--config", metavar="FILE",
+                        default=None if top else argparse.SUPPRESS,
+                        help="config file (default: $HIE_EDGE_CONFIG or /etc/hie-edge/edge.toml)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from edge.cli import commands
+
+    parser = _Parser(prog="hie-edge",
+                     description="HL7v2/FHIR edge appliance for a health-data consortium.")
+    parser.add_argument("--version", action="version", version=f"hie-edge {__version__}")
+    _config_option(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _config_option(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    command("run", commands.run, "run the daemon (as a systemd service or in the foreground)")
+
+    p = command("init", commands.init, "create a working instance in DIR (config, keys, dev CA)")
+    p.add_argument("dir", type=Path, metavar="DIR")
+    p.add_argument("--facility-id", default="dev-facility")
+    p.add_argument("--timezone", default="UTC")
+    p.add_argument("--any-port", action="store_true",
+                   help="bind every listener to port 0 (any free port)")
+
+    command("check-config", commands.check_config,
+            "validate the config and the files it names")
+
+    p = command("status", commands.status, "show the running daemon's status")
+    p.add_argument("--json", action="store_true")
+
+    p = command("messages", commands.messages, "list, show and replay stored messages")
+    msub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    msub.required = True
+    lp = msub.add_parser("list", help="list messages (metadata only)")
+    _config_option(lp)
+    lp.add_argument("--state", choices=["received", "processed", "dead-letter"])
+    lp.add_argument("--limit", type=int, default=50)
+    lp.add_argument("--json", action="store_true")
+    sp = msub.add_parser("show", help="show one message's metadata")
+    _config_option(sp)
+    sp.add_argument("id", type=int)
+    sp.add_argument("--json", action="store_true")
+    rp = msub.add_parser("replay", help="run a dead-lettered message through intake again")
+    _config_option(rp)
+    rp.add_argument("id", type=int)
+
+    p = command("send", commands.send, "send HL7v2 messages from FILE over MLLP")
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--to", required=True, metavar="HOST:PORT")
+    p.add_argument("--tls", action="store_true", help="use TLS")
+    p.add_argument("--ca", type=Path, help="CA bundle to verify the server with")
+    p.add_argument("--cert", type=Path, help="client certificate (mutual TLS)")
+    p.add_argument("--key", type=Path, help="client certificate's key")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def load_settings(args: argparse.Namespace) -> tuple[Path, Settings]:
+    path = resolve_config_path(getattr(args, "config", None))
+    return path, load_config(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        handler: Handler = args.handler
+        return handler(args)
+    except CLIError as exc:
+        print(exc.message, file=sys.stderr)
+        return exc.status
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{exc.source}: {problem}", file=sys.stderr)
+        return exits.CONFIG
+    except EdgeError as exc:
+        print(f"hie-edge: {exc}", file=sys.stderr)
+        return exits.CONFIG if exc.fault == "config" else exits.SOFTWARE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

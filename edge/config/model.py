@@ -1,0 +1,200 @@
+"""The settings model. Every key of ``edge.toml`` is a field here, and nothing else is accepted.
+
+Models are frozen (settings never change under a running component; a reload builds a new
+object) and forbid unknown keys, so a typo is an error naming its path instead of a silently
+ignored line (design.md, "examples to follow" 4).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.functional_validators import BeforeValidator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Bind(BaseModel):
+    """A listening address, written ``host:port`` (``[v6addr]:port`` for IPv6). Port 0 = any."""
+
+    model_config = ConfigDict(frozen=True)
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> Bind:
+        if text.startswith("["):
+            host, sep, port_text = text[1:].partition("]:")
+        else:
+            host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"expected HOST:PORT, got {text!r}")
+        if ":" in host and not text.startswith("["):
+            raise ValueError("write IPv6 addresses in brackets: [::1]:2575")
+        if not port_text.isdigit():
+            raise ValueError(f"port {port_text!r} is not a number")
+        port = int(port_text)
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port} is not in 0..65535")
+        return cls(host=host, port=port)
+
+
+def _to_bind(value: Any) -> Any:
+    return Bind.parse(value) if isinstance(value, str) else value
+
+
+BindField = Annotated[Bind, BeforeValidator(_to_bind)]
+_FACILITY_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
+_ABSOLUTE_URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:\S+$")
+
+
+class FacilitySettings(_Strict):
+    id: str
+    timezone: str = "UTC"
+    identifier_systems: dict[str, str] = Field(default_factory=dict)
+    unmapped_authority: Literal["dead-letter", "facility-uri"] = "facility-uri"
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _FACILITY_ID.match(value):
+            raise ValueError("must be 1-63 of a-z, 0-9, '.', '-' starting with a letter or digit")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not an IANA time zone") from exc
+        return value
+
+    @field_validator("identifier_systems")
+    @classmethod
+    def _systems(cls, value: dict[str, str]) -> dict[str, str]:
+        for authority, system in value.items():
+            if not _ABSOLUTE_URI.match(system):
+                raise ValueError(f"{authority}: {system!r} is not an absolute URI")
+        return value
+
+
+class StorageSettings(_Strict):
+    dir: Path = Path("/var/lib/hie-edge")
+    # Group commit: one fsync covers up to this many messages from every connection.
+    group_commit_max: int = Field(default=256, ge=1, le=10_000)
+
+
+class KeySettings(_Strict):
+    kek_file: Path = Path("/var/lib/hie-edge/keys/kek")
+    signing_key_file: Path = Path("/var/lib/hie-edge/keys/facility-ed25519.pem")
+
+
+class TLSSettings(_Strict):
+    cert: Path
+    key: Path
+    client_ca: Path | None = None  # set = mutual TLS: clients must present a certificate
+
+
+class MLLPListenerSettings(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    bind: BindField
+    ack: Literal["on-commit", "on-processed"] = "on-commit"
+    commit_acks: bool = False  # MLLP Release 2 commit acknowledgements
+    max_frame_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    max_connections: int = Field(default=64, ge=1, le=10_000)
+    idle_timeout_s: float = Field(default=3600.0, gt=0)
+    frame_timeout_s: float = Field(default=60.0, gt=0)
+    allow: tuple[str, ...] = ("0.0.0.0/0", "::/0")
+    fallback_charset: str = "latin-1"
+    versions: tuple[str, ...] = ("2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6",
+                                 "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2", "2.9")
+    processing_ids: tuple[str, ...] = ("P", "D", "T")
+    tls: TLSSettings | None = None
+
+    @field_validator("allow")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a CIDR network") from exc
+        return value
+
+    @field_validator("fallback_charset")
+    @classmethod
+    def _codec(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError as exc:
+            raise ValueError(f"{value!r} is not a known character set") from exc
+        return value
+
+
+class AdminSettings(_Strict):
+    bind: BindField = Bind(host="127.0.0.1", port=9100)
+
+
+class EVMSettings(_Strict):
+    rpc_url: str
+    chain_id: int = Field(ge=1)
+    contract: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
+    key_file: Path
+    confirmations: int = Field(default=1, ge=0, le=64)
+
+
+class LedgerSettings(_Strict):
+    backend: Literal["local", "evm"] = "local"
+    anchor_interval_s: float = Field(default=10.0, gt=0, le=86_400)
+    evm: EVMSettings | None = None
+
+    @model_validator(mode="after")
+    def _evm_needs_settings(self) -> LedgerSettings:
+        if self.backend == "evm" and self.evm is None:
+            raise ValueError("backend 'evm' needs a [ledger.evm] table")
+        return self
+
+
+class LoggingSettings(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class DaemonSettings(_Strict):
+    # How long SIGTERM waits for in-flight work before cancelling it.
+    shutdown_timeout_s: float = Field(default=10.0, gt=0, le=600)
+
+
+class Settings(_Strict):
+    facility: FacilitySettings
+    storage: StorageSettings = StorageSettings()
+    keys: KeySettings = KeySettings()
+    mllp: tuple[MLLPListenerSettings, ...] = ()
+    admin: AdminSettings = AdminSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    logging: LoggingSettings = LoggingSettings()
+    daemon: DaemonSettings = DaemonSettings()
+
+    @field_validator("mllp")
+    @classmethod
+    def _unique_names(
+        cls, value: tuple[MLLPListenerSettings, ...]
+    ) -> tuple[MLLPListenerSettings, ...]:
+        names = [listener.name for listener in value]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"listener names must be unique: {', '.join(duplicates)}")
+        return value

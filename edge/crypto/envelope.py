@@ -1,0 +1,158 @@
+"""Sealing stored payloads with AES-256-GCM under a data key.
+
+Ciphertext layout, format 1 (45 bytes of overhead)::
+
+    0x01 | key id (16) | nonce (12) | AES-GCM ciphertext (len(plaintext)) | tag (16)
+
+The first byte is the format version: a later format gets a new number and this module keeps
+opening the old ones, so stored rows never need rewriting for a format change. The key id says
+which data key opens the row (:func:`peek_key_id`), so a store can look it up before opening.
+
+The GCM associated data is the 17-byte header (format, key id) followed by the canonical
+encoding of the row's context (:class:`AAD`: table, row id, version). A ciphertext therefore
+opens only under its own key, in its own table, at its own row and version: a row copied to
+another row, an old version replayed in place of the current one, or a header naming another
+key all fail authentication.
+
+Nonces are 96 random bits from ``os.urandom``. NIST SP 800-38D section 8.3 bounds random-nonce
+use to 2^32 encryptions per key; per-patient keys are nowhere near it, and the inbox key should
+be replaced (a new inbox data key) long before it (about 4 billion raw messages).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+
+from edge.crypto.errors import CryptoError, IntegrityError
+from edge.crypto.keys import KEY_ID_LEN, NONCE_LEN, DataKey
+
+FORMAT_V1 = 0x01
+TAG_LEN = 16
+HEADER_LEN = 1 + KEY_ID_LEN
+OVERHEAD = HEADER_LEN + NONCE_LEN + TAG_LEN
+
+_FORMAT_V1_BYTE = bytes([FORMAT_V1])
+_AAD_DOMAIN = b"hie-edge/aad/v1\x00"
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+@dataclass(frozen=True, slots=True)
+class AAD:
+    """The context a ciphertext is bound to. ``table`` is the store's table name, ``row_id``
+    the row's stable identity (for example ``"Patient/abc"`` or ``str(rowid)``), ``version``
+    the record version (0 when the table has none). The key id is bound separately, from the
+    key that seals.
+
+    The encoding is injective: a domain label, then the table (16-bit length + UTF-8), the row
+    id (32-bit length + UTF-8) and the version (unsigned 64-bit), all big-endian. Two different
+    contexts never encode to the same bytes.
+    """
+
+    table: str
+    row_id: str
+    version: int
+
+    def encode(self) -> bytes:
+        table = self.table.encode("utf-8")
+        row = self.row_id.encode("utf-8")
+        try:
+            return b"".join(
+                (
+                    _AAD_DOMAIN,
+                    _U16.pack(len(table)),
+                    table,
+                    _U32.pack(len(row)),
+                    row,
+                    _U64.pack(self.version),
+                )
+            )
+        except struct.error:
+            raise CryptoError(
+                f"AAD out of range: table {len(table)} bytes (max 65535), version must be 0..2^64-1"
+            ) from None
+
+    def describe(self) -> str:
+        """For error messages: ``table 'x' row 'y' version n``."""
+        return f"table {self.table!r} row {self.row_id!r} version {self.version}"
+
+
+def seal(key: DataKey, plaintext: bytes, aad: AAD) -> bytes:
+    """Encrypt ``plaintext`` under ``key``, bound to ``aad``. Returns the format-1 blob."""
+    aead = key._aead
+    if aead is None:
+        raise CryptoError(f"key {key.key_id} has purpose {key.purpose.value}: not for encryption")
+    header = _FORMAT_V1_BYTE + key.key_id_bytes
+    nonce = os.urandom(NONCE_LEN)
+    return header + nonce + aead.encrypt(nonce, plaintext, header + aad.encode())
+
+
+def peek_key_id(blob: bytes, aad: AAD | None = None) -> str:
+    """The id of the data key that sealed ``blob``. Not authenticated: use it only to choose
+    the key to open with (:func:`open_` then authenticates it). ``aad`` only names the row in
+    the error raised for a malformed blob."""
+    _check_shape(blob, aad)
+    return blob[1:HEADER_LEN].hex()
+
+
+def _check_shape(blob: bytes, aad: AAD | None) -> None:
+    if len(blob) >= OVERHEAD and blob[0] == FORMAT_V1:
+        return
+    if len(blob) < OVERHEAD:
+        problem = f"{len(blob)} bytes, shorter than any sealed value"
+    else:
+        problem = f"unknown ciphertext format {blob[0]}"
+    if aad is None:
+        raise IntegrityError(f"ciphertext: {problem}")
+    raise IntegrityError(
+        f"{aad.describe()}: {problem}", table=aad.table, row_id=aad.row_id, version=aad.version
+    )
+
+
+def open_(key: DataKey, blob: bytes, aad: AAD) -> bytes:
+    """Decrypt a blob made by :func:`seal` with the same key and AAD.
+
+    Raises :class:`IntegrityError` (naming table, row and version, never content) when the blob
+    is malformed, was sealed under another key, or fails authentication: a flipped byte
+    anywhere, a row swapped from elsewhere, an old version replayed. Never returns unverified
+    data.
+    """
+    aead = key._aead
+    if aead is None:
+        raise CryptoError(f"key {key.key_id} has purpose {key.purpose.value}: not for encryption")
+    _check_shape(blob, aad)
+    header = blob[:HEADER_LEN]
+    if header[1:] != key.key_id_bytes:
+        raise IntegrityError(
+            f"{aad.describe()}: sealed under key {header[1:].hex()}, not {key.key_id}",
+            table=aad.table,
+            row_id=aad.row_id,
+            version=aad.version,
+            key_id=key.key_id,
+        )
+    try:
+        return aead.decrypt(
+            blob[HEADER_LEN : HEADER_LEN + NONCE_LEN],
+            memoryview(blob)[HEADER_LEN + NONCE_LEN :],
+            header + aad.encode(),
+        )
+    except InvalidTag:
+        raise IntegrityError(
+            f"{aad.describe()}: ciphertext failed authentication under key {key.key_id} "
+            "(tampered, swapped or replayed)",
+            table=aad.table,
+            row_id=aad.row_id,
+            version=aad.version,
+            key_id=key.key_id,
+        ) from None
+
+
+def reseal(old_key: DataKey, new_key: DataKey, blob: bytes, old_aad: AAD, new_aad: AAD) -> bytes:
+    """Open ``blob`` and seal its plaintext under ``new_key``/``new_aad`` (for example a raw
+    message moved from the inbox key to the patient's key once the patient is known)."""
+    return seal(new_key, open_(old_key, blob, old_aad), new_aad)

@@ -1,0 +1,1 @@
+"""The daemon: lifecycle phases, systemd integration, signal handling."""

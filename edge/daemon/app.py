@@ -1,0 +1,290 @@
+"""The daemon's lifecycle (design.md, "examples to follow" 5).
+
+Phases, in order: load config → open storage → start every configured listener → READY (only
+once all are bound) → serve → on SIGTERM/SIGINT: stop accepting, finish in-flight work up to
+``daemon.shutdown_timeout_s``, flush the writer, STOPPING → exit 0. SIGHUP re-reads the
+config; a bad new config keeps the old one running and says why in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from adapters.base import Adapter
+from edge import __version__
+from edge.admin.server import AdminServer
+from edge.config import ConfigError, Settings, load_config
+from edge.daemon.notify import Notifier, watchdog_interval
+from edge.intake.service import IntakeService
+from edge.logs import configure as configure_logging
+from edge.metrics import Metrics
+from edge.storage.database import connect, database_path, migrate
+from edge.storage.errors import StorageError
+from edge.storage.group_commit import GroupCommitter
+
+log = logging.getLogger(__name__)
+
+RUNTIME_FILE = "daemon.json"  # under storage.dir: pid and bound addresses, while running
+
+
+class Daemon:
+    def __init__(self, config_path: Path, settings: Settings, *,
+                 notifier: Notifier | None = None) -> None:
+        self.config_path = config_path
+        self.settings = settings
+        self.notifier = notifier or Notifier()
+        self.metrics = Metrics()
+        self.started_monotonic = time.monotonic()
+        self._stop = asyncio.Event()
+        self._reload_requested = asyncio.Event()
+        self._adapters: dict[str, Adapter] = {}
+        self._adapter_tasks: dict[str, asyncio.Task[None]] = {}
+        self._bound: dict[str, list[str]] = {}
+        self._committer: GroupCommitter | None = None
+        self._intake: IntakeService | None = None
+        self._admin: AdminServer | None = None
+        self._background: list[asyncio.Task[None]] = []
+
+    # -- phases -------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
+        try:
+            await self._open_storage()
+            await self._start_listeners()
+            await self._start_admin()
+            self._write_runtime_file()
+            self.notifier.ready(self._status_line())
+            log.info("ready", extra={"fields": {"facility": self.settings.facility.id,
+                                                "listeners": len(self._adapters)}})
+            self._background.append(asyncio.create_task(self._watchdog(), name="watchdog"))
+            await self._serve()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+            await self._shutdown()
+        return 0
+
+    async def _open_storage(self) -> None:
+        storage_dir = self.settings.storage.dir
+        storage_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = database_path(storage_dir)
+        conn = connect(path)
+        try:
+            migrate(conn)
+        finally:
+            conn.close()
+        self._committer = GroupCommitter(path, max_batch=self.settings.storage.group_commit_max)
+        self._committer.start()
+        self._intake = IntakeService.open(self.settings, self._committer, self.metrics)
+
+    async def _start_listeners(self) -> None:
+        for listener in self.settings.mllp:
+            await self._start_adapter(_build_mllp(listener, self.metrics))
+
+    async def _start_adapter(self, adapter: Adapter) -> None:
+        assert self._intake is not None
+        bound: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+
+        def ready(addresses: list[str]) -> None:
+            if not bound.done():
+                bound.set_result(addresses)
+
+        task = asyncio.create_task(adapter.run(self._intake.deliver, ready),
+                                   name=f"adapter:{adapter.name}")
+        # A listener that fails to bind ends its task with the error: surface it here.
+        done, _ = await asyncio.wait({task, bound}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()
+            raise RuntimeError(f"listener {adapter.name} stopped before it was ready")
+        self._adapters[adapter.name] = adapter
+        self._adapter_tasks[adapter.name] = task
+        self._bound[adapter.name] = bound.result()
+
+    async def _start_admin(self) -> None:
+        bind = self.settings.admin.bind
+        self._admin = AdminServer(bind.host, bind.port, metrics=self.metrics,
+                                  status=self.status, readiness=self.readiness)
+        await self._admin.start()
+
+    async def _serve(self) -> None:
+        while not self._stop.is_set():
+            stop = asyncio.create_task(self._stop.wait())
+            reload = asyncio.create_task(self._reload_requested.wait())
+            crashed = [t for t in self._adapter_tasks.values()]
+            done, pending = await asyncio.wait({stop, reload, *crashed},
+                                               return_when=asyncio.FIRST_COMPLETED)
+            for task in (stop, reload):
+                if task not in done:
+                    task.cancel()
+            for task in done & set(crashed):
+                # A listener's task ending on its own is a fault: stop so systemd restarts us.
+                exc = task.exception() if not task.cancelled() else None
+                log.error("listener stopped unexpectedly",
+                          extra={"fields": {"task": task.get_name(),
+                                            "error": type(exc).__name__ if exc else "none"}})
+                self._stop.set()
+            if self._reload_requested.is_set() and not self._stop.is_set():
+                self._reload_requested.clear()
+                await self.reload()
+
+    async def _shutdown(self) -> None:
+        self.notifier.stopping()
+        log.info("stopping")
+        timeout = self.settings.daemon.shutdown_timeout_s
+        for task in self._background:
+            task.cancel()
+        # Stop accepting and let in-flight blocks finish (each adapter bounds its own wait).
+        await asyncio.gather(*(a.aclose(timeout) for a in self._adapters.values()),
+                             return_exceptions=True)
+        for task in self._adapter_tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._adapter_tasks.values(), *self._background,
+                             return_exceptions=True)
+        if self._admin is not None:
+            await self._admin.aclose()
+        if self._intake is not None:
+            await self._intake.aclose()
+        if self._committer is not None:
+            # Runs every queued write before returning: nothing accepted is left in memory.
+            await asyncio.to_thread(self._committer.close)
+        with contextlib.suppress(FileNotFoundError):
+            (self.settings.storage.dir / RUNTIME_FILE).unlink()
+
+    # -- reload -------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Re-read the config and apply what can change without dropping connections."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+            self._check_reloadable(new)
+        except ConfigError as exc:
+            log.error("reload refused; keeping the running configuration",
+                      extra={"fields": {"problems": "; ".join(exc.problems)}})
+            self.notifier.ready(self._status_line())
+            return False
+        old = self.settings
+        self.settings = new
+        configure_logging(new.logging.level, new.logging.format)
+        old_listeners = {item.name: item for item in old.mllp}
+        new_listeners = {item.name: item for item in new.mllp}
+        for name in old_listeners.keys() - new_listeners.keys():
+            await self._stop_adapter(name)
+        for name, listener in new_listeners.items():
+            previous = old_listeners.get(name)
+            if previous is None:
+                await self._start_adapter(_build_mllp(listener, self.metrics))
+            elif previous != listener:
+                adapter = self._adapters[name]
+                update = getattr(adapter, "update", None)
+                if update is not None and update(listener):
+                    continue  # applied in place; open connections keep going
+                await self._stop_adapter(name)
+                await self._start_adapter(_build_mllp(listener, self.metrics))
+        assert self._intake is not None
+        self._intake.update(new)
+        self._write_runtime_file()
+        log.info("reloaded")
+        self.notifier.ready(self._status_line())
+        return True
+
+    def _check_reloadable(self, new: Settings) -> None:
+        fixed = {"facility.id": (self.settings.facility.id, new.facility.id),
+                 "storage.dir": (self.settings.storage.dir, new.storage.dir),
+                 "admin.bind": (self.settings.admin.bind, new.admin.bind),
+                 "keys": (self.settings.keys, new.keys)}
+        changed = [key for key, (a, b) in fixed.items() if a != b]
+        if changed:
+            raise ConfigError(str(self.config_path),
+                              [f"{key}: cannot change on reload; restart the service"
+                               for key in changed])
+
+    async def _stop_adapter(self, name: str) -> None:
+        adapter = self._adapters.pop(name)
+        await adapter.aclose(self.settings.daemon.shutdown_timeout_s)
+        task = self._adapter_tasks.pop(name)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self._bound.pop(name, None)
+
+    # -- health -------------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        interval = watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            if await self._storage_healthy():
+                self.notifier.watchdog()
+            else:
+                log.warning("storage unhealthy: withholding the watchdog ping")
+            await asyncio.sleep(interval)
+
+    async def _storage_healthy(self) -> bool:
+        if self._committer is None:
+            return False
+        try:
+            await asyncio.wait_for(self._committer.run(lambda c: c.execute("SELECT 1")), 5.0)
+        except (StorageError, TimeoutError):
+            return False
+        return True
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        listeners_ok = all(self._bound.get(a.name) for a in self.settings.mllp)
+        storage_ok = await self._storage_healthy()
+        ready = listeners_ok and storage_ok and not self._stop.is_set()
+        return ready, {"listeners": listeners_ok, "storage": storage_ok}
+
+    async def status(self) -> dict[str, Any]:
+        assert self._intake is not None
+        return {
+            "version": __version__,
+            "facility": self.settings.facility.id,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self.started_monotonic, 3),
+            "admin": self._admin.bound if self._admin else [],
+            "listeners": [
+                {"name": name, "kind": "mllp", "bound": self._bound.get(name, []),
+                 **self._adapters[name].describe()}
+                for name in self._adapters
+            ],
+            "inbox": await self._intake.counts(),
+        }
+
+    def _status_line(self) -> str:
+        parts = [f"{name} on {','.join(addrs)}" for name, addrs in self._bound.items()]
+        return "serving " + ("; ".join(parts) if parts else "(no listeners)")
+
+    def _write_runtime_file(self) -> None:
+        info = {"pid": os.getpid(), "version": __version__,
+                "admin": self._admin.bound if self._admin else [],
+                "listeners": self._bound}
+        path = self.settings.storage.dir / RUNTIME_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info), encoding="utf-8")
+        tmp.replace(path)
+
+
+def _build_mllp(listener: Any, metrics: Metrics) -> Adapter:
+    # Imported only when an MLLP listener is configured (design.md: adapters load on demand).
+    from adapters.mllp.listener import MLLPListener
+
+    return MLLPListener(listener, metrics)
+
+
+def run_daemon(config_path: Path, settings: Settings) -> int:
+    configure_logging(settings.logging.level, settings.logging.format)
+    return asyncio.run(Daemon(config_path, settings).run())

@@ -1,0 +1,5 @@
+"""Intake: what happens between "bytes arrived" and "the sender may forget this message".
+
+``ack`` builds the HL7 acknowledgement the sender gets back once the inbox owns the message
+(or the reject it gets when we cannot take it).
+"""

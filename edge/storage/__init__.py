@@ -1,0 +1,1 @@
+"""SQLite storage: connections, versioned migrations, and the group-commit writer."""

@@ -1,0 +1,45 @@
+"""Leaves: SHA-256(0x00 || salt || RFC 8785 bytes)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from ledger_client.leaf import LeafError, canonical_json, new_salt, record_leaf
+
+RESOURCE = {"resourceType": "Observation", "id": "o1", "valueQuantity": {"value": 1.50, "unit": "mg"},
+            "status": "final"}
+
+
+def test_leaf_is_salted_hash_of_canonical_json() -> None:
+    salt = bytes(range(32))
+    jcs = (b'{"id":"o1","resourceType":"Observation","status":"final",'
+           b'"valueQuantity":{"unit":"mg","value":1.5}}')
+    assert canonical_json(RESOURCE) == jcs
+    assert record_leaf(RESOURCE, salt) == hashlib.sha256(b"\x00" + salt + jcs).digest()
+
+
+def test_same_record_in_any_key_order_or_spacing_gives_the_same_leaf() -> None:
+    salt = new_salt()
+    text = '{ "status" : "final", "valueQuantity": {"unit": "mg", "value": 1.5},' \
+           ' "id": "o1", "resourceType": "Observation" }'
+    assert record_leaf(text, salt) == record_leaf(RESOURCE, salt)
+    assert record_leaf(text.encode(), salt) == record_leaf(RESOURCE, salt)
+
+
+def test_salt_and_content_both_matter() -> None:
+    salt = new_salt()
+    assert new_salt() != salt and len(salt) == 32
+    assert record_leaf(RESOURCE, salt) != record_leaf(RESOURCE, new_salt())
+    assert record_leaf(RESOURCE, salt) != record_leaf({**RESOURCE, "status": "amended"}, salt)
+
+
+def test_bad_input_is_refused_without_echoing_content() -> None:
+    with pytest.raises(LeafError, match="salt"):
+        record_leaf(RESOURCE, b"short")
+    with pytest.raises(LeafError) as err:
+        record_leaf('{"name": "SECRET-PATIENT"', new_salt())
+    assert "SECRET" not in str(err.value)
+    with pytest.raises(LeafError):
+        record_leaf({"x": float("nan")}, new_salt())
