@@ -190,7 +190,7 @@ class Anchorer:
             "WHERE state != 'failed' ORDER BY tree_size DESC LIMIT 1").fetchone()
         if row is None:
             return size > 0
-        last_size, last_ms = row
+        last_size, last_ms = int(row[0]), int(row[1])
         if size <= last_size:
             return False
         return (now_ms - last_ms >= self.policy.interval_s * 1000
@@ -221,7 +221,8 @@ class Anchorer:
         return signed
 
     def _backoff_s(self, attempts: int) -> float:
-        base = min(self.policy.backoff_initial_s * 2 ** (attempts - 1), self.policy.backoff_max_s)
+        step = self.policy.backoff_initial_s * 2.0 ** (attempts - 1)
+        base = min(step, self.policy.backoff_max_s)
         return base * (0.5 + 0.5 * self._jitter())  # jitter: 50-100 % of the step
 
     async def publish_pending(self) -> AnchorRef | None:
@@ -313,9 +314,13 @@ class Anchorer:
                 # Keep anchoring through trouble; the error is visible in status.
                 self._last_error = exc.__class__.__name__
                 log.warning("anchor round failed", extra={"error": self._last_error})
-            if self._stopping:
+            if self.stopping:
                 break
             await self._wait(self._next_wake_s())
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def stop(self) -> None:
         """Make ``run()`` return after its current round."""

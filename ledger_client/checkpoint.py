@@ -140,7 +140,7 @@ class NoteVerifier:
 
     @classmethod
     def from_vkey(cls, vkey: str) -> NoteVerifier:
-        parts = vkey.strip().split("+")
+        parts = vkey.strip().split("+", 2)  # the base64 key itself may contain '+'
         if len(parts) != 3:
             raise CheckpointError("verifier key is not name+keyid+key")
         name, kid, key = parts

@@ -8,7 +8,8 @@ import asyncio
 import json
 import sys
 
-from adapters.mllp.client import MLLPClient, MLLPClientError, parse_ack
+from adapters.mllp.client import MLLPClient, parse_ack
+from adapters.mllp.errors import MLLPError
 from adapters.tls import client_context
 from edge.cli import exits
 from edge.cli.exits import CLIError
@@ -37,7 +38,7 @@ def run_send(args: argparse.Namespace) -> int:
         context = client_context(ca=args.ca, cert=args.cert, key=args.key)
     try:
         answers = asyncio.run(_send_all(target, list(messages), context, args.timeout))
-    except (MLLPClientError, OSError) as exc:
+    except (MLLPError, OSError) as exc:
         raise CLIError(exits.UNAVAILABLE, f"hie-edge send: {target}: {exc}") from None
     ok = True
     results = []

@@ -60,6 +60,7 @@ class IndexKind(StrEnum):
     BIRTHDATE = "birthdate"
     GENDER = "gender"
     PATIENT_KEY = "patient-key"
+    MESSAGE = "message"  # a raw message's bytes: inbox duplicate detection
 
 
 def normalize_identifier(
@@ -179,6 +180,15 @@ class BlindIndexer:
 
     def gender(self, code: str) -> bytes:
         return self._digest(IndexKind.GENDER, normalize_gender(code))
+
+    def fingerprint(self, data: bytes) -> bytes:
+        """Keyed hash of raw bytes (inbox duplicate detection): equal bytes, equal digest,
+        and nothing to test a guessed message against without the index key."""
+        mac = hmac.new(
+            self._material, _DOMAIN + IndexKind.MESSAGE.value.encode() + b"\x00", "sha256"
+        )
+        mac.update(data)
+        return mac.digest()
 
     def __repr__(self) -> str:
         return f"BlindIndexer(key_id={self.key_id!r})"

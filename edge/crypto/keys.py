@@ -31,8 +31,8 @@ Key files and the keys directory
 --------------------------------
 The current KEK comes from the systemd credential ``kek`` when ``$CREDENTIALS_DIRECTORY/kek``
 exists (``LoadCredential=``/``LoadCredentialEncrypted=``; systemd makes it readable by the
-service only, so its mode is not checked), else from ``[keys].kek_file``. Older KEK versions
-that wrapped keys may still need live beside the KEK file::
+service only, so its mode is not checked), else from ``[keys].kek_file``. Older KEK versions,
+which wrapped keys may still need, live beside the KEK file::
 
     <keys dir>/kek                 the current KEK (file mode 0400 or 0600)
     <keys dir>/kek.<KEK id>        an earlier KEK, kept until no wrapped key needs it

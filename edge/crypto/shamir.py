@@ -11,7 +11,7 @@ A share is one line of printable text::
     hiekek1:<KEK id>:<M>of<N>:<BASE32 part>:<check>
 
 - ``KEK id``: which KEK the share rebuilds (16 hex digits, see :mod:`edge.crypto.keys`);
-- ``M``of``N``: the threshold and how many shares were made;
+- ``MofN`` (for example ``3of5``): the threshold M and how many shares N were made;
 - the part (33 bytes: 32 share bytes and the x coordinate), RFC 4648 base32 without padding;
 - ``check``: the first 4 bytes of SHA-256 over the text before it, in hex. A mistyped
   character fails it (except with probability 2^-32).

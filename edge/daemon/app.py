@@ -55,24 +55,38 @@ class Daemon:
 
     # -- phases -------------------------------------------------------------------------
 
-    async def run(self) -> int:
+    def request_stop(self) -> None:
+        """What SIGTERM does: begin a graceful shutdown."""
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        """What SIGHUP does."""
+        self._reload_requested.set()
+
+    async def run(self, *, install_signals: bool = True,
+                  ready: asyncio.Event | None = None) -> int:
+        """Serve until stopped. ``ready`` (for in-process use) is set with READY=1."""
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
+        if install_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.request_stop)
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
             await self._open_storage()
             await self._start_listeners()
             await self._start_admin()
             self._write_runtime_file()
             self.notifier.ready(self._status_line())
+            if ready is not None:
+                ready.set()
             log.info("ready", extra={"fields": {"facility": self.settings.facility.id,
                                                 "listeners": len(self._adapters)}})
             self._background.append(asyncio.create_task(self._watchdog(), name="watchdog"))
             await self._serve()
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(signum)
+            if install_signals:
+                for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(signum)
             await self._shutdown()
         return 0
 
@@ -161,6 +175,11 @@ class Daemon:
             await asyncio.to_thread(self._committer.close)
         with contextlib.suppress(FileNotFoundError):
             (self.settings.storage.dir / RUNTIME_FILE).unlink()
+
+    @property
+    def bound(self) -> dict[str, list[str]]:
+        """Every listener's bound addresses, plus ``admin``."""
+        return {**self._bound, "admin": self._admin.bound if self._admin else []}
 
     # -- reload -------------------------------------------------------------------------
 

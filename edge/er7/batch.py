@@ -95,7 +95,9 @@ def split(block: bytes) -> Batch:
     BHS declares unusable delimiters. An empty or blank block has no messages.
     """
     start = _content_start(block)
-    if block.startswith(b"MSH", start) and not any(m in block for m in _SPLIT_MARKERS):
+    if block.startswith(b"MSH", start) and all(
+        block.find(marker, start) < 0 for marker in _SPLIT_MARKERS
+    ):
         return Batch(messages=(block,))
     return _Splitter(block).run(start)
 

@@ -103,7 +103,7 @@ def _single(code: str, d: Delimiters) -> str | None:
         return d.escape
     if code == "P":
         return d.truncation or "#"
-    if code in "HN":
+    if code in "HNX":  # highlighting on/off; "\\X\\" is hex data of no bytes
         return ""
     return None
 

@@ -62,6 +62,7 @@ _WIDE_BOMS = (
     (b"\xff\xfe", "utf-16"),
     (b"\xfe\xff", "utf-16"),
 )
+_WIDE_CODECS = frozenset({"utf-16", "utf-32"})
 _LATIN_1 = "iso8859-1"
 
 
@@ -72,7 +73,8 @@ def parse_header(raw: bytes, *, fallback_codec: str = "latin-1") -> Header:
     whitespace, and CR, LF or CRLF after MSH. The codec is MSH-18's first repetition mapped
     through table 0211 (:func:`edge.er7.charsets.codec_for`), else ``fallback_codec``; it is the
     canonical Python name (``codecs.lookup(...).name``). A message declared ASCII that holds
-    8-bit bytes gets ``fallback_codec`` too.
+    8-bit bytes gets ``fallback_codec`` too, as does one declared UTF-16/32 without a BOM (its
+    MSH was readable as single bytes, so it is not in that encoding).
 
     Raises :class:`HeaderError` when there is no MSH at the start (``field="MSH"``, code 100),
     when MSH-1 or MSH-2 is missing or unusable, and when MSH-9.1 (message type), MSH-10
@@ -108,10 +110,18 @@ def parse_header(raw: bytes, *, fallback_codec: str = "latin-1") -> Header:
     # codec is known; the segment is decoded again below when the codec needs it.
     fields = _split_msh(segment.decode(_LATIN_1))
     charsets = _repetitions(fields, 18)
-    codec = bom_codec or (codec_for(charsets[0]) if charsets else None) or fallback
+    declared = codec_for(charsets[0]) if charsets else None
+    if declared is None and not segment.isascii():
+        declared, fields = _multibyte_retry(segment, fields)
+        charsets = _repetitions(fields, 18)
+    codec = bom_codec or declared or fallback
     if codec == "ascii" and not raw.isascii():
         # Declared ASCII but 8-bit bytes were sent: a common mislabel. ASCII is a subset of
         # every fallback codec, so reading with the fallback loses nothing that was declared.
+        codec = fallback
+    elif codec in _WIDE_CODECS:
+        # Declared UTF-16/32, yet "MSH" was read as single bytes and there was no BOM: the
+        # message is not in that encoding whatever it says.
         codec = fallback
     if codec != _LATIN_1 and not (codec in ASCII_TRANSPARENT and segment.isascii()):
         try:
@@ -123,6 +133,27 @@ def parse_header(raw: bytes, *, fallback_codec: str = "latin-1") -> Header:
             ) from None
         charsets = _repetitions(fields, 18)
     return _build(fields, charsets, codec)
+
+
+def _multibyte_retry(segment: bytes, fields: list[str]) -> tuple[str | None, list[str]]:
+    """Find a multi-byte MSH-18 that a delimiter byte inside a character pushed further right.
+
+    In Shift_JIS, Big5 or GB18030 the second byte of a character can be ``|``, so splitting the
+    undecoded bytes may count too many fields before MSH-18. Any later field naming such a
+    charset is tried: decode with it, split again, and keep it if MSH-18 now names it.
+    """
+    for value in fields[19:]:
+        candidate = codec_for(value.split(fields[2][1], 1)[0])
+        if candidate is None or candidate in ASCII_TRANSPARENT:
+            continue
+        try:
+            decoded = _split_msh(segment.decode(candidate))
+        except (UnicodeDecodeError, HeaderError):
+            continue
+        again = _repetitions(decoded, 18)
+        if again and codec_for(again[0]) == candidate:
+            return candidate, decoded
+    return None, fields
 
 
 def parse_header_text(text: str, *, fallback_codec: str = "latin-1") -> Header:

@@ -31,9 +31,12 @@ How the ACK answers the message (choices where the standard leaves room are mark
 - ERR before v2.5 (2.1-2.4): a single ERR whose ERR-1 repeats once per error as
   ``<segment>^<sequence>^<field>^<code&text&HL70357>`` (the ELD layout).
 - Text values are ER7-escaped with the sender's delimiters (``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\``,
-  ``\\P\\`` for a fifth character, ``\\X0D\\``/``\\X0A\\`` for line breaks); values taken from
-  their header are echoed as sent (they are already ER7). Characters the codec cannot
-  represent become ``?``: an ACK must always be sendable.
+  ``\\P\\`` for a fifth character) and control characters become ``\\Xhh\\`` (CR, LF, and
+  the MLLP block bytes, which would break the segment or the frame). Values taken from their
+  header are echoed as sent (they are already ER7), control characters aside. Characters the
+  codec cannot represent become ``?``: an ACK must always be sendable.
+- Before v2.5 the ERR segment has no place for severity, diagnostics or user message; those
+  parts of an :class:`AckError` are not sent there.
 """
 
 from __future__ import annotations

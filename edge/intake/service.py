@@ -294,7 +294,9 @@ def refusal_for(header: Header, listener: MLLPListenerSettings) -> Refusal | Non
         return Refusal(AckError(ErrorCode.UNSUPPORTED_VERSION_ID,
                                 location=ErrorLocation("MSH", field=12)),
                        "MSH-12: version not accepted by this listener")
-    if header.processing_id not in listener.processing_ids:
+    # An empty MSH-11 counts as P: feeds that leave it out (it is required, yet many public
+    # health senders omit it) are production feeds; a listener without P still refuses them.
+    if (header.processing_id or "P") not in listener.processing_ids:
         return Refusal(AckError(ErrorCode.UNSUPPORTED_PROCESSING_ID,
                                 location=ErrorLocation("MSH", field=11)),
                        "MSH-11: processing id not accepted by this listener")

@@ -8,7 +8,8 @@ import pytest
 
 from ledger_client.leaf import LeafError, canonical_json, new_salt, record_leaf
 
-RESOURCE = {"resourceType": "Observation", "id": "o1", "valueQuantity": {"value": 1.50, "unit": "mg"},
+RESOURCE = {"resourceType": "Observation", "id": "o1",
+            "valueQuantity": {"value": 1.50, "unit": "mg"},
             "status": "final"}
 
 

@@ -109,6 +109,7 @@ def test_refuses_sizes_and_indexes_outside_the_log(log: MerkleLog) -> None:
 
 def test_damaged_storage_is_reported(log: MerkleLog) -> None:
     log.append(leaves(6))
-    log.connection.execute("DELETE FROM ledger_nodes WHERE id = ?", ((1 << 48) | 2,))  # the subtree over leaves 4..5
+    # Drop the stored subtree over leaves 4..5 (level 1, index 2).
+    log.connection.execute("DELETE FROM ledger_nodes WHERE id = ?", ((1 << 48) | 2,))
     with pytest.raises(LogError, match="damaged"):
         log.root(6)

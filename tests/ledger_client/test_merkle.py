@@ -200,7 +200,8 @@ def test_every_consistency_proof_verifies_and_any_flip_fails(
     pos = data.draw(st.integers(0, 31))
     bit = 1 << data.draw(st.integers(0, 7))
     items = [*proof, r1, r2]
-    items[target] = items[target][:pos] + bytes([items[target][pos] ^ bit]) + items[target][pos + 1:]
+    t = items[target]
+    items[target] = t[:pos] + bytes([t[pos] ^ bit]) + t[pos + 1:]
     *bad_proof, b1, b2 = items
     assert not merkle.verify_consistency(m, n, b1, b2, bad_proof)
 

@@ -3,6 +3,7 @@ not depend on how the stream is split into reads."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 
 import pytest
@@ -213,7 +214,11 @@ def test_oversize_frame_with_lone_end_blocks_and_split_trailer() -> None:
     payload = (b"x" * 60 + EB) * 5  # lone EBs inside, some at read boundaries
     stream = encode_frame(b"")[:1] + payload + EB + CR + encode_frame(b"next")
     chunks = [stream[i : i + 61] for i in range(0, len(stream), 61)]
-    assert feed_all(Framer(100), chunks) == [OversizeFrame(len(payload)), Frame(b"next"), END_OF_STREAM]
+    assert feed_all(Framer(100), chunks) == [
+        OversizeFrame(len(payload)),
+        Frame(b"next"),
+        END_OF_STREAM,
+    ]
 
 
 def test_eof_inside_an_oversize_frame() -> None:
@@ -236,7 +241,10 @@ def test_frames_larger_than_64_kib() -> None:
 def test_large_frame_fed_one_byte_at_a_time() -> None:
     # Exercises the remembered scan position: each byte is looked at once, not once per feed.
     big = b"PID|" + b"0123456789" * 7000 + b"\r"
-    assert feed_all(Framer(1 << 20), one_byte_chunks(encode_frame(big))) == [Frame(big), END_OF_STREAM]
+    assert feed_all(Framer(1 << 20), one_byte_chunks(encode_frame(big))) == [
+        Frame(big),
+        END_OF_STREAM,
+    ]
 
 
 def test_memory_stays_bounded_when_garbage_without_start_byte_streams_in() -> None:
@@ -271,7 +279,12 @@ def test_non_ascii_payloads_pass_through_untouched() -> None:
     high = bytes(range(0x80, 0x100))  # every byte > 0x7F is data
     stream = b"".join(encode_frame(p) for p in (utf8, latin1, high))
     for chunks in ([stream], one_byte_chunks(stream)):
-        assert feed_all(Framer(1024), chunks) == [Frame(utf8), Frame(latin1), Frame(high), END_OF_STREAM]
+        assert feed_all(Framer(1024), chunks) == [
+            Frame(utf8),
+            Frame(latin1),
+            Frame(high),
+            END_OF_STREAM,
+        ]
 
 
 def test_frame_repr_hides_the_payload() -> None:
@@ -351,7 +364,7 @@ def test_any_split_of_the_stream_gives_the_same_events(
     else:
         cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=30), label="cuts"))
         bounds = [0, *cuts, len(stream)]
-        chunks = [stream[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+        chunks = [stream[a:b] for a, b in itertools.pairwise(bounds)]
 
     whole = feed_all(Framer(limit), [stream])
     assert whole == expected

@@ -131,9 +131,7 @@ def test_reseal_moves_a_message_from_inbox_key_to_patient_key(key: DataKey) -> N
         open_(key, moved, raw_ctx)
 
 
-@pytest.mark.parametrize(
-    "aad", [AAD("t", "r", -1), AAD("t", "r", 2**64), AAD("t" * 65536, "r", 0)]
-)
+@pytest.mark.parametrize("aad", [AAD("t", "r", -1), AAD("t", "r", 2**64), AAD("t" * 65536, "r", 0)])
 def test_aad_out_of_range(aad: AAD) -> None:
     with pytest.raises(CryptoError, match="AAD out of range"):
         aad.encode()

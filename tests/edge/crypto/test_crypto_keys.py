@@ -13,8 +13,8 @@ from edge.crypto.keys import (
     WRAPPED_LEN,
     DataKey,
     Kek,
-    Keyring,
     KeyPurpose,
+    Keyring,
     WrappedKey,
     archive_kek,
     archive_path,
@@ -266,7 +266,11 @@ def test_wrap_unwrap_round_trip() -> None:
     assert key._material not in wrapped.blob
     assert (wrapped.key_id, wrapped.purpose, wrapped.owner) == (key.key_id, key.purpose, "pk-1")
     unwrapped = ring.unwrap(wrapped)
-    assert (unwrapped.key_id, unwrapped.purpose, unwrapped.owner) == (key.key_id, key.purpose, "pk-1")
+    assert (unwrapped.key_id, unwrapped.purpose, unwrapped.owner) == (
+        key.key_id,
+        key.purpose,
+        "pk-1",
+    )
     ctx = AAD("resources", "Patient/1", 1)
     assert open_(unwrapped, seal(key, b"data", ctx), ctx) == b"data"
 

@@ -8,9 +8,10 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pyshamir import _utils  # type: ignore[import-untyped]
 
 from edge.crypto.errors import ShareError
-from edge.crypto.keys import Kek, Keyring
+from edge.crypto.keys import DataKey, Kek, KeyPurpose, Keyring
 from edge.crypto.shamir import (
     SHARE_PREFIX,
     Share,
@@ -51,8 +52,6 @@ def lagrange_at(points: list[tuple[int, int]], x: int) -> int:
 
 
 def test_pyshamir_field_arithmetic_matches_reference() -> None:
-    from pyshamir import _utils  # type: ignore[import-untyped]
-
     for a in range(256):
         for b in range(256):
             assert _utils.mul(a, b) == gf_mul(a, b)
@@ -88,8 +87,6 @@ def test_any_m_of_n_recover(m: int, n: int) -> None:
 
 
 def test_recovered_kek_unwraps_what_the_original_wrapped() -> None:
-    from edge.crypto.keys import DataKey, KeyPurpose
-
     kek = Kek.generate()
     wrapped = Keyring(kek).wrap(DataKey.generate(KeyPurpose.PATIENT, "pk"))
     recovered = recover_kek(split_kek(kek, shares=3, threshold=2)[1:])
