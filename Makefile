@@ -9,10 +9,14 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
+# systemd-python needs libsystemd's headers; without them the daemon falls back to its own
+# sd_notify code and plain stderr logging, so the extra is installed only when it can build.
+EXTRAS := test,dev,evm$(shell pkg-config --exists libsystemd 2>/dev/null && echo ,systemd)
+
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,dev,evm]'
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 # Starts the daemon on its embedded defaults: local storage, local ledger, generated dev keys.

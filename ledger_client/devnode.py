@@ -1,10 +1,10 @@
-"""A local Ethereum node (anvil, from the npm package ``@foundry-rs/anvil``) for tests and
-benchmarks: started on port 0, ready when its JSON-RPC answers, stopped by its PID.
+"""A local Ethereum node (anvil, from npm) for tests and benchmarks: started on port 0,
+ready when its JSON-RPC answers, stopped by its PID.
 
-``npm ci`` at the repository root installs anvil under ``node_modules``: the package
-``@foundry-rs/anvil`` pulls the native binary of this platform as an optional dependency
-(``@foundry-rs/anvil-linux-amd64`` etc.). We run that binary directly rather than the
-``node_modules/.bin/anvil`` Node wrapper, so the PID we hold is the node's own.
+``npm ci`` at the repository root installs anvil under ``node_modules``: package.json pins
+``@foundry-rs/anvil-linux-amd64``, the native Linux x64 binary that the ``@foundry-rs/anvil``
+wrapper would pull in (see package.json for why the wrapper itself is not used). We run the
+binary directly, not a Node wrapper, so the PID we hold is the node's own.
 """
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ class AnvilNode:
         """A raw JSON-RPC call (test helpers: anvil_mine, anvil_setBalance, ...)."""
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
                            "params": list(params)}).encode()
-        req = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
+        req = urllib.request.Request(  # noqa: S310 - always http://127.0.0.1
+            self.url, body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback only
             answer = json.loads(resp.read())
         if "error" in answer:

@@ -31,7 +31,7 @@ from typing import Any
 
 import aiohttp
 from eth_account import Account
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 from web3 import AsyncWeb3
 from web3.exceptions import (
     ContractCustomError,

@@ -6,15 +6,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger_client import merkle
 from ledger_client.checkpoint import NoteSigner, origin_for
 from ledger_client.log import MerkleLog
 
-FACILITY = "general-hospital"
-
-
-def make_leaves(n: int, start: int = 0) -> list[bytes]:
-    return [merkle.leaf_hash(i.to_bytes(4, "big")) for i in range(start, start + n)]
+from .ledger_support import FACILITY
 
 
 @pytest.fixture

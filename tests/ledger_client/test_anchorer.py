@@ -12,7 +12,7 @@ from ledger_client.errors import AnchorConflict
 from ledger_client.log import MerkleLog
 from ledger_client.testing import FakeBackend, FakeClock
 
-from .conftest import FACILITY, make_leaves
+from .ledger_support import FACILITY, make_leaves
 
 POLICY = AnchorPolicy(interval_s=10, max_pending_leaves=100, backoff_initial_s=2,
                       backoff_max_s=60)

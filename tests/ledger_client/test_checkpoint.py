@@ -99,3 +99,11 @@ def test_signer_from_pem_and_repr_hides_the_key(tmp_path: pytest.TempPathFactory
     assert "PRIVATE" not in repr(signer) and pem.decode() not in repr(signer)
     with pytest.raises(CheckpointError):
         NoteSigner.from_pem("x", b"not a key")
+
+
+def test_vkey_whose_base64_contains_plus() -> None:
+    seed = next(bytes([i]) * 32 for i in range(256)
+                if "+" in NoteSigner("n", Ed25519PrivateKey.from_private_bytes(
+                    bytes([i]) * 32)).verifier.vkey().split("+", 2)[2])
+    signer = NoteSigner("n", Ed25519PrivateKey.from_private_bytes(seed))
+    assert NoteVerifier.from_vkey(signer.verifier.vkey()).key_id == signer.verifier.key_id

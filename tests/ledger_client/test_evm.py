@@ -23,7 +23,7 @@ from ledger_client.log import MerkleLog
 from ledger_client.receipt import check_receipt, make_receipt
 from ledger_client.testing import FakeClock
 
-from .conftest import FACILITY
+from .ledger_support import FACILITY
 
 
 def new_key(node: AnvilNode | None) -> tuple[str, str]:
@@ -62,7 +62,7 @@ def signed(signer: NoteSigner, size: int, root: bytes) -> object:
 
 async def test_deploy_register_anchor_read_back_and_refusals(
         anvil: AnvilNode, signer: NoteSigner) -> None:
-    contract, fac_key, admin_key = await consortium(anvil)
+    contract, fac_key, _ = await consortium(anvil)
     backend = EvmBackend(anvil.url, contract, private_key=fac_key)
     assert await backend.reachable() and await backend.is_member(FACILITY)
     assert await backend.latest(FACILITY) is None
@@ -181,7 +181,7 @@ async def test_node_down_then_restarted_anchorer_catches_up(
         check_receipt(records[i], make_receipt(mlog, latest, i, salts[i]), backend)
         for i in (0, 19, 20, 49)))
     assert all(r.ok for r in results)
-    assert bytes(await backend._contract.functions.rootAt(  # noqa: SLF001
+    assert bytes(await backend._contract.functions.rootAt(
         facility_key(FACILITY), 20).call()) == mlog.root(20)
     mlog.close()
     await backend.aclose()

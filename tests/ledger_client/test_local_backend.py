@@ -11,7 +11,7 @@ from ledger_client.backends.local import LocalBackend
 from ledger_client.checkpoint import Checkpoint, NoteSigner, open_checkpoint, sign_checkpoint
 from ledger_client.errors import AnchorConflict, AnchorRejected, LedgerError
 
-from .conftest import FACILITY
+from .ledger_support import FACILITY
 
 
 def signed(signer: NoteSigner, size: int, root: bytes = b"\x11" * 32):

@@ -23,7 +23,7 @@ from ledger_client.receipt import (
 )
 from ledger_client.testing import FakeClock
 
-from .conftest import FACILITY
+from .ledger_support import FACILITY
 
 
 def records(n: int) -> list[dict[str, object]]:

@@ -50,15 +50,24 @@ def _oracle_text(msg: Message) -> str:
 
 
 def _positions(children: list[Any]) -> list[int | None]:
-    names = [child.name or "" for child in children]
-    if any(_POSITION.search(name) for name in names):
-        return [int(m.group(1)) if (m := _POSITION.search(name)) else None for name in names]
-    return list(range(1, len(children) + 1))  # unnamed children are all kept, in order
+    """Positions of hl7apy's children. Named ``XX_n`` (composite datatype): n, blank ones were
+    dropped. Named after a base datatype (``ST``): all were kept, in order. Name ``None``
+    (beyond hl7apy's datatype): unknown, and then siblings' order says nothing either."""
+    names: list[str | None] = [child.name for child in children]
+    if any(name is None or _POSITION.search(name) for name in names):
+        return [
+            int(m.group(1)) if name and (m := _POSITION.search(name)) else None for name in names
+        ]
+    return list(range(1, len(children) + 1))
 
 
 def _leaf(sub: Any) -> str:
+    """hl7apy's leaf as sent: strings as they are, parsed values (DTM, NM...) re-encoded."""
     value = sub.value
-    return value if isinstance(value, str) else str(value.value)
+    if isinstance(value, str):
+        return value
+    inner = value.value
+    return inner if isinstance(inner, str) else str(value.to_er7())
 
 
 def test_against_hl7apy(corpora_dir: Path) -> None:
@@ -103,7 +112,10 @@ def test_against_hl7apy(corpora_dir: Path) -> None:
                 field = seg.field(n)
                 stats["fields"] += 1
                 if n <= 2 and seg.id == "MSH":
-                    if _leaf(reps[0].children[0].children[0]) != field.raw:
+                    expected = field.raw
+                    if n == 2 and _oracle_text(msg)[4:9] != msg.text[4:9]:
+                        expected = field.raw[:4]  # the fifth character was hidden from hl7apy
+                    if _leaf(reps[0].children[0].children[0]) != expected:
                         mismatches.append(f"{mid}: MSH-{n}")
                     continue
                 if len(reps) != len(field.repetitions):
@@ -123,7 +135,7 @@ def test_against_hl7apy(corpora_dir: Path) -> None:
                             if _leaf(sub) != mine:
                                 mismatches.append(f"{mid}: {seg.id}-{n}[{r}].{c}.{s}")
     print(dict(stats))
-    assert mismatches == []
+    assert mismatches == [], mismatches[:20]
     assert stats["messages"] > 900
     assert stats["leaves"] > 100_000
 
@@ -166,5 +178,5 @@ def test_unescape_against_python_hl7(corpora_dir: Path) -> None:
                             if field.component(c, s, r) != expected:
                                 mismatches.append(f"{mid}: {seg.id}-{n}[{r}].{c}.{s}")
     print({"compared": compared, "skipped": skipped})
-    assert mismatches == []
+    assert mismatches == [], mismatches[:20]
     assert compared > 100
