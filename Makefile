@@ -5,9 +5,19 @@ BIN := $(VENV)/bin
 DEV_INSTANCE ?= .dev-instance
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint typecheck bench clean
+NODE_STAMP := node_modules/.installed
+
+.PHONY: venv node run test lint typecheck bench clean
 
 venv: $(STAMP)
+
+# anvil (a real Ethereum node for the ledger tests) and solc (contract build check), pinned in
+# package-lock.json.
+node: $(NODE_STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
 # systemd-python needs libsystemd's headers; without them the daemon falls back to its own
 # sd_notify code and plain stderr logging, so the extra is installed only when it can build.
@@ -24,15 +34,15 @@ run: venv
 	@test -f $(DEV_INSTANCE)/edge.toml || $(BIN)/hie-edge init $(DEV_INSTANCE)
 	exec $(BIN)/hie-edge run --config $(DEV_INSTANCE)/edge.toml
 
-test: venv
+test: venv node
 	$(BIN)/pytest -q
 
 lint: venv
 	$(BIN)/ruff check edge adapters ledger_client tests bench
 	$(BIN)/mypy
 
-bench: venv
+bench: venv node
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info node_modules

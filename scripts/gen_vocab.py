@@ -8,10 +8,14 @@ https://github.com/HL7/v2-to-fhir) and writes:
   (rows guarded by conditions) the first unconditioned row wins, else the first row.
 - ``message_structures.json``: ``{"ADT_A04": "ADT_A01", ...}`` from the MessageStructure map
   (table 0354, whose text column lists the trigger events of each structure).
+- ``ucum_units.json``: ``{"common": [UCUM codes], "v2_to_ucum": {v2 unit: UCUM code}}`` from
+  the FHIR "UCUM common units" value set and the v2 (ISO+/ANSI+) to UCUM concept map, as
+  packaged by IZ Gateway's v2tofhir (``ValueSet-ucum-common-units.json``,
+  ``ConceptMap-v2-ucum-units.json``).
 
 Run from the repository root::
 
-    python scripts/gen_vocab.py [--mappings DIR]
+    python scripts/gen_vocab.py [--mappings DIR] [--ucum DIR]
 
 The output is committed; the IG content is CC0-1.0 (see vocab/NOTICE.md). Rerun after updating
 the corpora copy of the IG; the output is sorted so diffs stay small.
@@ -27,7 +31,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MAPPINGS = ROOT.parent / "shared" / "corpora" / "hl7-v2-to-fhir-ig" / "mappings"
+CORPORA = ROOT.parent / "shared" / "corpora"
+DEFAULT_MAPPINGS = CORPORA / "hl7-v2-to-fhir-ig" / "mappings"
+DEFAULT_UCUM = CORPORA / "izgateway-v2tofhir"
 OUT = ROOT / "edge" / "normalize" / "vocab"
 _MAP_NAME = re.compile(r"^HL7 Concept Map_ (?P<name>.+?) - Sheet\d+\.csv$")
 _EVENT = re.compile(r"\b([A-Z][A-Z0-9]{2})\b")
@@ -77,7 +83,25 @@ def read_message_structures(path: Path) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def generate(mappings: Path, out: Path) -> list[Path]:
+def read_ucum(folder: Path) -> dict[str, object]:
+    """The common UCUM codes and the v2 unit -> UCUM map (see the module docstring)."""
+    value_set = json.loads((folder / "ValueSet-ucum-common-units.json").read_text("utf-8"))
+    common = sorted(
+        concept["code"]
+        for include in value_set["compose"]["include"]
+        for concept in include.get("concept", [])
+    )
+    concept_map = json.loads((folder / "ConceptMap-v2-ucum-units.json").read_text("utf-8"))
+    v2_map: dict[str, str] = {}
+    for group in concept_map["group"]:
+        for element in group["element"]:
+            targets = [t for t in element.get("target", []) if t.get("code")]
+            if targets:
+                v2_map.setdefault(element["code"], targets[0]["code"])
+    return {"common": common, "v2_to_ucum": dict(sorted(v2_map.items()))}
+
+
+def generate(mappings: Path, out: Path, ucum: Path | None = None) -> list[Path]:
     maps: dict[str, dict[str, object]] = {}
     structures: dict[str, str] = {}
     for path in sorted((mappings / "codesystems").glob("*.csv")):
@@ -93,7 +117,13 @@ def generate(mappings: Path, out: Path) -> list[Path]:
             maps[name] = {"table": table, "codes": dict(sorted(codes.items()))}
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for file_name, data in (("concept_maps.json", maps), ("message_structures.json", structures)):
+    outputs: list[tuple[str, object]] = [
+        ("concept_maps.json", maps),
+        ("message_structures.json", structures),
+    ]
+    if ucum is not None:
+        outputs.append(("ucum_units.json", read_ucum(ucum)))
+    for file_name, data in outputs:
         target = out / file_name
         target.write_text(
             json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
@@ -105,12 +135,13 @@ def generate(mappings: Path, out: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mappings", type=Path, default=DEFAULT_MAPPINGS)
+    parser.add_argument("--ucum", type=Path, default=DEFAULT_UCUM)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     if not (args.mappings / "codesystems").is_dir():
         print(f"no codesystems folder under {args.mappings}", file=sys.stderr)
         return 66
-    for path in generate(args.mappings, args.out):
+    for path in generate(args.mappings, args.out, args.ucum):
         print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
     return 0
 

@@ -70,9 +70,7 @@ def _is_plain(data: bytes) -> bool:
 
 
 def _is_listing(data: bytes) -> bool:
-    return not _is_plain(data) and any(
-        _MSH_LINE.match(line) for line in data.split(b"\n")
-    )
+    return not _is_plain(data) and any(_MSH_LINE.match(line) for line in data.split(b"\n"))
 
 
 def iter_corpus_files(corpora_dir: Path) -> list[Path]:

@@ -128,7 +128,8 @@ def parse_header(raw: bytes, *, fallback_codec: str = "latin-1") -> Header:
             fields = _split_msh(segment.decode(codec))
         except UnicodeDecodeError as exc:
             raise HeaderError(
-                "MSH", f"byte at offset {start + exc.start} is not valid {codec}",
+                "MSH",
+                f"byte at offset {start + exc.start} is not valid {codec}",
                 err_code=DATA_TYPE_ERROR,
             ) from None
         charsets = _repetitions(fields, 18)

@@ -171,14 +171,14 @@ class Message:
         """The segment IDs in order (cheap: no segment is split)."""
         return list(self._ids)
 
-    def segments(self, id: str | None = None) -> list[Segment]:  # noqa: A002 - HL7's own word
+    def segments(self, id: str | None = None) -> list[Segment]:
         """All segments, or those with segment ID ``id``, in message order."""
         segments = self._all()
         if id is None:
             return list(segments)
         return [segments[i] for i, seg_id in enumerate(self._ids) if seg_id == id]
 
-    def segment(self, id: str, occurrence: int = 1) -> Segment | None:  # noqa: A002
+    def segment(self, id: str, occurrence: int = 1) -> Segment | None:
         """The ``occurrence``-th (1-based) segment with ID ``id``, or ``None``."""
         seen = 0
         for i, seg_id in enumerate(self._ids):
@@ -305,7 +305,7 @@ class Field:
     ``repr`` names the location only (``<Field PID-5>``), never the value.
     """
 
-    __slots__ = ("_atomic", "_ctx", "number", "raw", "segment_id")
+    __slots__ = ("_atomic", "_ctx", "_tree", "number", "raw", "segment_id")
 
     def __init__(self, raw: str, ctx: _Context, atomic: bool, segment_id: str, number: int) -> None:
         self.raw = raw
@@ -313,6 +313,24 @@ class Field:
         self._atomic = atomic
         self.segment_id = segment_id
         self.number = number
+        self._tree: list[list[list[str]]] | None = None
+
+    def _split(self) -> list[list[list[str]]]:
+        """repetitions -> components -> subcomponents, split once on first leaf access."""
+        tree = self._tree
+        if tree is None:
+            raw = self.raw
+            if self._atomic:
+                tree = [[[raw]]]
+            else:
+                d = self._ctx.delimiters
+                sub = d.subcomponent
+                tree = [
+                    [component.split(sub) for component in rep.split(d.component)]
+                    for rep in raw.split(d.repetition)
+                ]
+            self._tree = tree
+        return tree
 
     def __repr__(self) -> str:
         return f"<Field {self.location}>"
@@ -348,19 +366,24 @@ class Field:
         value = _pick(self.raw, d.repetition, rep)
         return value.split(d.component) if value else []
 
+    def subcomponents(self, c: int = 1, rep: int = 1) -> list[str]:
+        """Raw subcomponent texts of component ``c`` of repetition ``rep`` (``[]``: absent)."""
+        if c < 1 or rep < 1:
+            raise ValueError("HL7 positions are 1-based")
+        try:
+            subs = self._split()[rep - 1][c - 1]
+        except IndexError:
+            return []
+        return [] if subs == [""] else list(subs)
+
     def raw_component(self, c: int = 1, sub: int = 1, rep: int = 1) -> str:
         """The ER7 text of one subcomponent as sent (not unescaped)."""
         if c < 1 or sub < 1 or rep < 1:
             raise ValueError("HL7 positions are 1-based")
-        value = self.raw
-        if self._atomic:
-            return value if c == sub == rep == 1 else ""
-        if not value:
+        try:
+            return self._split()[rep - 1][c - 1][sub - 1]
+        except IndexError:
             return ""
-        d = self._ctx.delimiters
-        value = _pick(value, d.repetition, rep)
-        value = _pick(value, d.component, c)
-        return _pick(value, d.subcomponent, sub)
 
     def component(self, c: int = 1, sub: int = 1, rep: int = 1) -> str:
         """Subcomponent ``sub`` of component ``c`` of repetition ``rep``, unescaped.
@@ -374,6 +397,28 @@ class Field:
         if ctx.delimiters.escape in value:
             return unescape(value, ctx.delimiters, ctx.codec)
         return value
+
+    def values(self) -> list[list[list[str]]]:
+        """Every leaf, unescaped, in one call: ``values()[r - 1][c - 1][s - 1]``.
+
+        The fast way to read a whole field (one Python call instead of one per subcomponent);
+        ``[]`` when the field is empty. MSH-1 and MSH-2 come back whole, as ``[[[raw]]]``.
+        """
+        raw = self.raw
+        if not raw:
+            return []
+        if self._atomic:
+            return [[[raw]]]
+        ctx = self._ctx
+        d = ctx.delimiters
+        sub = d.subcomponent
+        if d.escape not in raw:
+            return [[c.split(sub) for c in r.split(d.component)] for r in raw.split(d.repetition)]
+        codec = ctx.codec
+        return [
+            [[unescape(v, d, codec) for v in c.split(sub)] for c in r.split(d.component)]
+            for r in raw.split(d.repetition)
+        ]
 
     def text(self, rep: int = 1) -> str:
         """Repetition ``rep`` unescaped as one string, for fields that are one value (ST, TX,

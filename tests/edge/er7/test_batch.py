@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from edge.er7 import ER7Error, parse
 from edge.er7.batch import split
-from tests.corpus import _is_plain, iter_corpus_files
+from tests.corpus import _is_plain, _split_plain, iter_corpus_files
 
 M1 = b"MSH|^~\\&|A|B|C|D|2024||ADT^A01|M1|P|2.5\rPID|1||X\r"
 M2 = b"MSH|^~\\&|A|B|C|D|2024||ADT^A01|M2|P|2.5\rPID|1||Y\rPV1|1|I\r"
@@ -104,8 +104,6 @@ def test_split_then_join(messages: list[bytes], enveloped: bool) -> None:
 
 def test_agrees_with_the_corpus_reader(corpora_dir: Path) -> None:
     """edge.er7.batch and tests.corpus split every plain corpus file the same way."""
-    from tests.corpus import _split_plain
-
     compared = 0
     for path in iter_corpus_files(corpora_dir):
         data = path.read_bytes()

@@ -72,9 +72,7 @@ def test_other_delimiters_are_honoured() -> None:
 
 
 def test_escape_writes_every_delimiter_and_line_break() -> None:
-    assert escape("a|b^c&d~e\\f\rg\nh#", DEFAULT) == (
-        r"a\F\b\S\c\T\d\R\e\E\f\X0D\g\X0A\h#"
-    )
+    assert escape("a|b^c&d~e\\f\rg\nh#", DEFAULT) == (r"a\F\b\S\c\T\d\R\e\E\f\X0D\g\X0A\h#")
     assert escape("50#", V27) == "50\\P\\"
 
 

@@ -201,7 +201,7 @@ def test_reprs_carry_no_content(msg) -> None:  # type: ignore[no-untyped-def]
 
 def test_bad_paths_are_caller_errors(msg) -> None:  # type: ignore[no-untyped-def]
     for path in ["PID", "PID-", "PID-0", "PID-3.0", "pid-3", "PID-3[0]", "PID-3.1.1.1"]:
-        with pytest.raises(ValueError, match="path|1-based"):
+        with pytest.raises(ValueError, match=r"path|1-based"):
             msg.get(path)
     with pytest.raises(ValueError):
         msg.segment("PID").field(0)
@@ -212,7 +212,8 @@ def test_bad_paths_are_caller_errors(msg) -> None:  # type: ignore[no-untyped-de
 SEGMENT_IDS = st.from_regex(r"[A-Z][A-Z0-9]{2}", fullmatch=True).filter(lambda s: s != "MSH")
 VALUES = st.text(st.characters(exclude_categories=("Cs",)), max_size=8)
 # A field is a list of repetitions, a repetition a list of component values.
-FIELDS = st.lists(st.lists(st.lists(VALUES, min_size=1, max_size=3), min_size=1, max_size=3), max_size=5)
+REPETITIONS = st.lists(st.lists(VALUES, min_size=1, max_size=3), min_size=1, max_size=3)
+FIELDS = st.lists(REPETITIONS, max_size=5)
 
 
 @given(st.lists(st.tuples(SEGMENT_IDS, FIELDS), max_size=6), st.sampled_from(["\r", "\n", "\r\n"]))
@@ -311,3 +312,31 @@ def test_every_corpus_message(corpora_dir: Path) -> None:
     assert body_errors == EXPECTED_BODY_ERRORS
     assert parsed > 1000
     assert leaves > 100_000
+
+
+def test_values_reads_a_whole_field_at_once(msg) -> None:  # type: ignore[no-untyped-def]
+    pid3 = msg.segment("PID").field(3)
+    assert pid3.values() == [
+        [["111"], [""], [""], ["HOSP"], ["MR"]],
+        [["222"], [""], [""], ["SSA", "2.16.840", "ISO"], ["SS"]],
+    ]
+    assert msg.segment("OBX").field(5).values() == [[["line one\na & b ^ c"]]]
+    assert msg.segment("NK1").field(4).values() == []
+    assert msg.segment("MSH").field(2).values() == [[["^~\\&"]]]
+    assert pid3.subcomponents(4, rep=2) == ["SSA", "2.16.840", "ISO"]
+    assert pid3.subcomponents(2) == []
+
+
+@given(st.binary(max_size=300))
+def test_values_agree_with_component(tail: bytes) -> None:
+    try:
+        msg = parse(b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|X1|P|2.5\r" + tail)
+    except ER7Error:
+        return
+    for segment in msg:
+        for n in range(1, len(segment) + 1):
+            field = segment.field(n)
+            for r, rep in enumerate(field.values(), 1):
+                for c, comp in enumerate(rep, 1):
+                    for s, value in enumerate(comp, 1):
+                        assert field.component(c, s, r) == value

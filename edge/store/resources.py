@@ -1,0 +1,401 @@
+"""FHIR resource versions, encrypted under the patient's data key, with blind indexes.
+
+One row per version (``resources``, see :mod:`edge.store.schema`). Writing a version
+(:meth:`ResourceStore.put`) sets ``meta.versionId`` and ``meta.lastUpdated``, draws a 32-byte
+salt, computes the ledger leaf hash SHA-256(0x00 || salt || RFC 8785 JSON) (design.md,
+"canonical JSON"; :mod:`ledger_client.leaf`) and seals ``salt || JSON`` under the patient's key
+with AAD (``resources``, ``Type/id``, version). One seal covers salt and record: they are
+disclosed together or not at all, and it halves the AES-GCM calls on the write path.
+
+Every read opens and verifies the rows it returns, and raises
+:class:`~edge.crypto.errors.IntegrityError` naming the row instead of returning anything from a
+row that fails. Checks, in order:
+
+1. the row's data key exists (it is gone after an erasure) and unwraps (its row unaltered);
+2. the key belongs to the row's patient (the key owner is authenticated by the wrap), or is the
+   SYSTEM key for a row without a patient: a row moved between patients is refused;
+3. AES-GCM authenticates the ciphertext under that key and the AAD: a flipped byte, a body
+   copied from another resource, an old version replayed over a newer one all fail;
+4. the stored leaf hash equals the hash of what was opened (the link to the ledger);
+5. the record's ``resourceType``, ``id`` and ``meta.versionId`` match the row;
+6. a search by identifier or demographics re-derives the blind indexes from the record and
+   requires the one searched for: a forged index row cannot pull in an unrelated record.
+
+Not detectable locally: deleting the newest version (a read then returns the one before). The
+ledger catches it: the newest version's leaf is in the log and its record is missing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from edge.crypto.blind_index import BlindIndexer, IndexKind, parse_identifier_token
+from edge.crypto.envelope import AAD, open_, seal
+from edge.crypto.errors import IndexInputError, IntegrityError
+from edge.crypto.keys import KeyPurpose
+from edge.storage.keystore import TABLE as DATA_KEYS
+from edge.store._tx import read_snapshot, write_transaction
+from edge.store.errors import ResourceInputError
+from edge.store.keys import KeyRow, PatientRef, StoreKeys
+from edge.store.schema import DEMOGRAPHICS, IDENTIFIERS, RESOURCES
+from ledger_client.errors import LedgerError
+from ledger_client.leaf import SALT_SIZE, canonical_json, new_salt
+from ledger_client.merkle import leaf_hash
+
+# FHIR R4 2.1.0.1 (resource ids) and the resource type names' shape.
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+
+Clock = Callable[[], datetime]
+
+_COLUMNS = (
+    "r.row, r.type, r.id, r.version, r.patient, r.key_id, r.last_updated, r.body, "
+    "r.leaf_hash, r.ledger_index, k.key_id, k.purpose, k.owner, k.wrapped"
+)
+_FROM = f"{RESOURCES} r LEFT JOIN {DATA_KEYS} k ON k.key_id = r.key_id"
+# Only the newest version of each resource (search results are current versions).
+_CURRENT = (f"r.version = (SELECT max(r2.version) FROM {RESOURCES} r2 "
+            "WHERE r2.type = r.type AND r2.id = r.id)")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def fhir_instant(moment: datetime) -> str:
+    """A FHIR ``instant`` in UTC with milliseconds (``2024-05-01T12:00:00.000Z``)."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class StoredVersion:
+    """What :meth:`ResourceStore.put` wrote. ``salt`` is secret (it is what keeps the
+    public leaf hash from being tested against guesses): hand it only to the ledger stage."""
+
+    type: str
+    id: str
+    version: int
+    leaf_hash: bytes
+    salt: bytes
+    row: int
+    last_updated: str
+
+    def __repr__(self) -> str:
+        return f"StoredVersion({self.type}/{self.id}/_history/{self.version}, row={self.row})"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class ResourceVersion:
+    """A verified, decrypted resource version. ``repr`` shows no content."""
+
+    type: str
+    id: str
+    version: int
+    last_updated: str
+    resource: dict[str, Any]
+    salt: bytes
+    leaf_hash: bytes
+    ledger_index: int | None
+    row: int
+
+    def __repr__(self) -> str:
+        return f"ResourceVersion({self.type}/{self.id}/_history/{self.version}, row={self.row})"
+
+
+def _fail(row: int, aad: AAD, key_id: str | None, problem: str) -> IntegrityError:
+    return IntegrityError(f"{aad.describe()} (row {row}): {problem}", table=aad.table,
+                          row_id=aad.row_id, version=aad.version, key_id=key_id)
+
+
+def _list_of(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def identifier_indexes(indexer: BlindIndexer, resource: Mapping[str, Any]) -> set[bytes]:
+    """Blind indexes of a resource's ``identifier`` element(s) that carry a value."""
+    rtype = resource.get("resourceType", "Resource")
+    out: set[bytes] = set()
+    for i, ident in enumerate(_list_of(resource.get("identifier"))):
+        path = f"{rtype}.identifier[{i}]"
+        if not isinstance(ident, Mapping):
+            raise ResourceInputError(path, "not an object")
+        value, system = ident.get("value"), ident.get("system", "")
+        if value is None:
+            continue  # FHIR allows an identifier without a value; nothing to find it by
+        if not isinstance(value, str) or not isinstance(system, str):
+            raise ResourceInputError(path, "system and value must be strings")
+        if not value.strip():
+            continue
+        out.add(indexer.identifier(system, value))
+    return out
+
+
+def demographic_indexes(indexer: BlindIndexer,
+                        resource: Mapping[str, Any]) -> set[tuple[str, bytes]]:
+    """Blind indexes of a Patient's names, birth date and gender as ``(kind, value)``."""
+    if resource.get("resourceType") != "Patient":
+        return set()
+    out: set[tuple[str, bytes]] = set()
+    for i, name in enumerate(_list_of(resource.get("name"))):
+        if not isinstance(name, Mapping):
+            raise ResourceInputError(f"Patient.name[{i}]", "not an object")
+        parts: list[tuple[IndexKind, Any, str]] = [
+            (IndexKind.FAMILY, name.get("family"), f"Patient.name[{i}].family")]
+        parts += [(IndexKind.GIVEN, given, f"Patient.name[{i}].given[{j}]")
+                  for j, given in enumerate(_list_of(name.get("given")))]
+        for kind, text, path in parts:
+            if text is None:
+                continue
+            if not isinstance(text, str):
+                raise ResourceInputError(path, "not a string")
+            try:
+                value = (indexer.family(text) if kind is IndexKind.FAMILY
+                         else indexer.given(text))
+            except IndexInputError:
+                continue  # only punctuation: nothing a search could match
+            out.add((kind.value, value))
+    for element, kind, index in (("birthDate", IndexKind.BIRTHDATE, indexer.birthdate),
+                                 ("gender", IndexKind.GENDER, indexer.gender)):
+        text = resource.get(element)
+        if text is None:
+            continue
+        if not isinstance(text, str):
+            raise ResourceInputError(f"Patient.{element}", "not a string")
+        try:
+            out.add((kind.value, index(text)))
+        except IndexInputError as exc:
+            raise ResourceInputError(f"Patient.{element}", exc.args[0]) from None
+    return out
+
+
+class ResourceStore:
+    """Reads and writes resource versions through a caller's connection.
+
+    Writes (:meth:`put`) belong inside a write transaction (a group-commit operation); called
+    outside one, ``put`` opens its own. Reads run in one snapshot. Thread-safe as far as
+    :class:`StoreKeys` is; a connection must not be shared between threads at once.
+    """
+
+    def __init__(self, keys: StoreKeys, *, clock: Clock = _utc_now) -> None:
+        self.keys = keys
+        self._clock = clock
+
+    # -- writing ----------------------------------------------------------------------
+
+    def put(self, conn: sqlite3.Connection, resource: Mapping[str, Any], *,
+            patient: PatientRef | None) -> StoredVersion:
+        """Store ``resource`` as the next version of ``resourceType/id``, sealed under
+        ``patient``'s data key (created on first use) or the SYSTEM key when ``None``.
+        Raises :class:`ResourceInputError` (naming the element) for a resource it cannot
+        store; nothing is written then."""
+        rtype, rid = resource.get("resourceType"), resource.get("id")
+        if not isinstance(rtype, str) or not _RESOURCE_TYPE.fullmatch(rtype):
+            raise ResourceInputError("Resource.resourceType", "missing or not a resource type")
+        if not isinstance(rid, str) or not _FHIR_ID.fullmatch(rid):
+            raise ResourceInputError(f"{rtype}.id", "missing or not a FHIR id (FHIR R4 2.1.0.1)")
+        meta = resource.get("meta", {})
+        if not isinstance(meta, Mapping):
+            raise ResourceInputError(f"{rtype}.meta", "not an object")
+        with write_transaction(conn):
+            (last,) = conn.execute(
+                f"SELECT max(version) FROM {RESOURCES} WHERE type = ? AND id = ?",  # noqa: S608
+                (rtype, rid)).fetchone()
+            version = int(last or 0) + 1
+            now = fhir_instant(self._clock())
+            record = {**resource, "meta": {**meta, "versionId": str(version), "lastUpdated": now}}
+            indexer = self.keys.indexer(conn)
+            identifiers = identifier_indexes(indexer, record)
+            demographics = demographic_indexes(indexer, record)
+            try:
+                jcs = canonical_json(record)
+            except LedgerError as exc:
+                raise ResourceInputError(rtype, str(exc)) from None
+            owner = (None if patient is None
+                     else indexer.patient_key(patient.system, patient.value))
+            key = self.keys.for_owner(conn, owner)
+            salt = new_salt()
+            plain = salt + jcs
+            leaf = leaf_hash(plain)
+            body = seal(key, plain, AAD(RESOURCES, f"{rtype}/{rid}", version))
+            cursor = conn.execute(
+                f"INSERT INTO {RESOURCES} (type, id, version, patient, key_id, last_updated, "  # noqa: S608
+                "body, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (rtype, rid, version, owner, key.key_id, now, body, leaf))
+            row = cursor.lastrowid
+            assert row is not None
+            if last is not None:
+                # Indexes describe current versions only.
+                for table in (IDENTIFIERS, DEMOGRAPHICS):
+                    conn.execute(
+                        f"DELETE FROM {table} WHERE resource IN (SELECT row FROM {RESOURCES} "  # noqa: S608
+                        "WHERE type = ? AND id = ? AND version < ?)", (rtype, rid, version))
+            if identifiers:
+                conn.executemany(f"INSERT INTO {IDENTIFIERS} (resource, value) VALUES (?, ?)",  # noqa: S608
+                                 [(row, value) for value in identifiers])
+            if demographics:
+                conn.executemany(
+                    f"INSERT INTO {DEMOGRAPHICS} (resource, kind, value) VALUES (?, ?, ?)",  # noqa: S608
+                    [(row, kind, value) for kind, value in demographics])
+        return StoredVersion(rtype, rid, version, leaf, salt, row, now)
+
+    def set_ledger_index(self, conn: sqlite3.Connection, row: int, index: int) -> None:
+        """Record where the ledger appended a version's leaf (the ledger stage)."""
+        conn.execute(f"UPDATE {RESOURCES} SET ledger_index = ? WHERE row = ?",  # noqa: S608
+                     (index, row))
+
+    def unanchored(self, conn: sqlite3.Connection, limit: int = 1000) -> list[tuple[int, bytes]]:
+        """``(row, leaf_hash)`` of versions not yet in the ledger, oldest first."""
+        return [(int(r), bytes(h)) for r, h in conn.execute(
+            f"SELECT row, leaf_hash FROM {RESOURCES} WHERE ledger_index IS NULL "  # noqa: S608
+            "ORDER BY row LIMIT ?", (limit,))]
+
+    # -- reading ----------------------------------------------------------------------
+
+    def read(self, conn: sqlite3.Connection, rtype: str, rid: str) -> ResourceVersion | None:
+        """The newest version of ``rtype/rid``, or ``None`` when there is none."""
+        rows = self._select(conn, "r.type = ? AND r.id = ? ORDER BY r.version DESC LIMIT 1",
+                            (rtype, rid))
+        return rows[0] if rows else None
+
+    def vread(self, conn: sqlite3.Connection, rtype: str, rid: str,
+              version: int) -> ResourceVersion | None:
+        """Version ``version`` of ``rtype/rid``, or ``None``."""
+        rows = self._select(conn, "r.type = ? AND r.id = ? AND r.version = ?",
+                            (rtype, rid, version))
+        return rows[0] if rows else None
+
+    def history(self, conn: sqlite3.Connection, rtype: str, rid: str) -> list[ResourceVersion]:
+        """Every stored version of ``rtype/rid``, newest first (FHIR R4 3.1.0.4, history)."""
+        return self._select(conn, "r.type = ? AND r.id = ? ORDER BY r.version DESC",
+                            (rtype, rid))
+
+    def search(self, conn: sqlite3.Connection, *, identifier: str | None = None,
+               patient: PatientRef | None = None,
+               type: str | None = None) -> list[ResourceVersion]:  # noqa: A002 - FHIR's name
+        """Current versions by ``identifier`` (a FHIR token ``SYSTEM|VALUE``; ``|VALUE`` for
+        an empty system: the system is part of the index, so a value alone cannot be searched)
+        and/or by ``patient`` (everything sealed under that patient's key), optionally of one
+        resource ``type``. Results are ordered by type and id."""
+        if identifier is None and patient is None:
+            raise ResourceInputError("search", "needs identifier= or patient=")
+        with read_snapshot(conn):
+            indexer = self.keys.existing_indexer(conn)
+            if indexer is None:
+                return []
+            where, params = [_CURRENT], []
+            wanted: bytes | None = None
+            if identifier is not None:
+                wanted = indexer.identifier(*parse_identifier_token(identifier))
+                where.append(f"r.row IN (SELECT resource FROM {IDENTIFIERS} WHERE value = ?)")
+                params.append(wanted)
+            if patient is not None:
+                where.append("r.patient = ?")
+                params.append(indexer.patient_key(patient.system, patient.value))
+            if type is not None:
+                where.append("r.type = ?")
+                params.append(type)
+            found = self._select(conn, " AND ".join(where) + " ORDER BY r.type, r.id", params)
+            if wanted is not None:
+                for item in found:
+                    if wanted not in identifier_indexes(indexer, item.resource):
+                        raise _fail(item.row, AAD(RESOURCES, f"{item.type}/{item.id}",
+                                                  item.version), None,
+                                    "an identifier index row points at a record without that "
+                                    "identifier")
+            return found
+
+    def search_patients(self, conn: sqlite3.Connection, *, family: str | None = None,
+                        given: str | None = None, birthdate: str | None = None,
+                        gender: str | None = None) -> list[ResourceVersion]:
+        """Current Patient versions matching every demographic given (normalized as the
+        blind indexes are: see :mod:`edge.crypto.blind_index`)."""
+        with read_snapshot(conn):
+            indexer = self.keys.existing_indexer(conn)
+            if indexer is None:
+                return []
+            wanted: list[tuple[str, bytes]] = []
+            for kind, text, index in ((IndexKind.FAMILY, family, indexer.family),
+                                      (IndexKind.GIVEN, given, indexer.given),
+                                      (IndexKind.BIRTHDATE, birthdate, indexer.birthdate),
+                                      (IndexKind.GENDER, gender, indexer.gender)):
+                if text is not None:
+                    wanted.append((kind.value, index(text)))
+            if not wanted:
+                raise ResourceInputError("search_patients", "needs at least one demographic")
+            where = [_CURRENT, "r.type = 'Patient'"]
+            params: list[Any] = []
+            for kind, value in wanted:
+                where.append(f"r.row IN (SELECT resource FROM {DEMOGRAPHICS} "
+                             "WHERE kind = ? AND value = ?)")
+                params += [kind, value]
+            found = self._select(conn, " AND ".join(where) + " ORDER BY r.id", params)
+            for item in found:
+                have = demographic_indexes(indexer, item.resource)
+                if not have.issuperset(wanted):
+                    raise _fail(item.row, AAD(RESOURCES, f"Patient/{item.id}", item.version),
+                                None, "a demographic index row does not match the record")
+            return found
+
+    def verify_row(self, conn: sqlite3.Connection, row: int) -> ResourceVersion:
+        """Open and verify one stored row by its row number (for verification passes)."""
+        rows = self._select(conn, "r.row = ?", (row,))
+        if not rows:
+            raise IntegrityError(f"table {RESOURCES!r} row {row}: no such row", table=RESOURCES)
+        return rows[0]
+
+    # -- internals --------------------------------------------------------------------
+
+    def _select(self, conn: sqlite3.Connection, where: str,
+                params: Sequence[Any]) -> list[ResourceVersion]:
+        with read_snapshot(conn):
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE {where}",  # noqa: S608
+                                params).fetchall()
+        return [self.open_row(r) for r in rows]
+
+    def open_row(self, r: Iterable[Any]) -> ResourceVersion:
+        """Open and verify a row selected with this module's column list (see the module
+        docstring for the checks)."""
+        (row, rtype, rid, version, patient, key_id, last_updated, body, leaf, ledger_index,
+         k_id, k_purpose, k_owner, k_wrapped) = r
+        aad = AAD(RESOURCES, f"{rtype}/{rid}", version)
+        if k_wrapped is None:
+            raise _fail(row, aad, key_id, f"its data key {key_id} does not exist (erased?)")
+        key_row: KeyRow = (k_id, k_purpose, k_owner, k_wrapped)
+        try:
+            key = self.keys.from_row(key_row)
+        except IntegrityError as exc:
+            raise _fail(row, aad, key_id, str(exc)) from None
+        if patient is None:
+            owned = key.purpose is KeyPurpose.SYSTEM
+        else:
+            owned = key.purpose is KeyPurpose.PATIENT and key.owner == bytes(patient).hex()
+        if not owned:
+            raise _fail(row, aad, key_id,
+                        "its data key belongs to another owner (row moved between patients)")
+        try:
+            plain = open_(key, body, aad)
+        except IntegrityError:
+            raise _fail(row, aad, key_id, "ciphertext failed authentication "
+                        "(tampered, swapped or replayed)") from None
+        if len(plain) <= SALT_SIZE or not hmac.compare_digest(leaf_hash(plain), bytes(leaf)):
+            raise _fail(row, aad, key_id, "the leaf hash does not match the record")
+        try:
+            resource = json.loads(plain[SALT_SIZE:])
+        except ValueError:
+            raise _fail(row, aad, key_id, "the record is not JSON") from None
+        meta = resource.get("meta") if isinstance(resource, dict) else None
+        if (not isinstance(meta, dict) or resource.get("resourceType") != rtype
+                or resource.get("id") != rid or meta.get("versionId") != str(version)):
+            raise _fail(row, aad, key_id, "the record's type, id or version is not the row's")
+        return ResourceVersion(rtype, rid, version, last_updated, resource,
+                               plain[:SALT_SIZE], bytes(leaf), ledger_index, row)

@@ -1,0 +1,85 @@
+"""The store's tables (migrations 10-12; the registry is in :mod:`edge.storage.database`).
+
+``resources``: one row per FHIR resource version. In clear: type, logical id, version, the
+patient's blind index (``patient``, HMAC under the index key, never the identifier), the data
+key id, ``last_updated``, the leaf hash and the ledger index. Sealed (``body``, AES-256-GCM under
+the patient's data key, or the SYSTEM key for resources without a patient): the record's
+32-byte ledger salt followed by its RFC 8785 JSON, bound by the AAD to
+(``resources``, ``Type/id``, version).
+
+``resource_identifiers`` and ``patient_demographics``: blind indexes of the *current* version
+of each resource (older versions are found through history, not search), so a search never
+has to skip superseded rows and a stale index row is a verification failure.
+
+``erasures``: what ``erase`` did, in counts only (see :mod:`edge.store.erasure` for why no
+patient index is kept). ``kek_state``: the KEK every new data key must be wrapped under
+(see :mod:`edge.store.rotation`).
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+
+from edge.storage.database import migration
+
+RESOURCES = "resources"
+IDENTIFIERS = "resource_identifiers"
+DEMOGRAPHICS = "patient_demographics"
+ERASURES = "erasures"
+KEK_STATE = "kek_state"
+
+
+@migration(10, "resources")
+def _create_resources(db: sqlite_utils.Database) -> None:
+    db[RESOURCES].create(
+        {
+            "row": int,
+            "type": str,
+            "id": str,
+            "version": int,
+            "patient": bytes,  # blind index (patient-key kind); NULL: no patient
+            "key_id": str,
+            "last_updated": str,  # FHIR instant, UTC
+            "body": bytes,  # sealed: salt (32) || RFC 8785 JSON
+            "leaf_hash": bytes,  # SHA-256(0x00 || salt || JSON)
+            "ledger_index": int,  # filled by the ledger stage
+        },
+        pk="row",
+        not_null={"type", "id", "version", "key_id", "last_updated", "body", "leaf_hash"},
+    )
+    db[RESOURCES].create_index(["type", "id", "version"], unique=True,
+                               index_name="resources_by_identity")
+    db[RESOURCES].create_index(["patient"], index_name="resources_by_patient")
+    # The ledger stage polls for rows it has not appended yet; a partial index stays small.
+    db.execute(f"CREATE INDEX resources_unanchored ON {RESOURCES} (row) "
+               "WHERE ledger_index IS NULL")
+    db[IDENTIFIERS].create(
+        {"resource": int, "value": bytes},
+        not_null={"resource", "value"},
+        foreign_keys=[("resource", RESOURCES, "row")],
+    )
+    db[IDENTIFIERS].create_index(["value"], index_name="resource_identifiers_by_value")
+    db[IDENTIFIERS].create_index(["resource"], index_name="resource_identifiers_by_resource")
+    db[DEMOGRAPHICS].create(
+        {"resource": int, "kind": str, "value": bytes},
+        not_null={"resource", "kind", "value"},
+        foreign_keys=[("resource", RESOURCES, "row")],
+    )
+    db[DEMOGRAPHICS].create_index(["kind", "value"], index_name="patient_demographics_by_value")
+    db[DEMOGRAPHICS].create_index(["resource"], index_name="patient_demographics_by_resource")
+
+
+@migration(11, "erasures")
+def _create_erasures(db: sqlite_utils.Database) -> None:
+    db[ERASURES].create(
+        {"id": int, "at": str, "resources": int, "identifiers": int, "demographics": int,
+         "raw_messages": int, "keys": int},
+        pk="id",
+        not_null={"at", "resources", "identifiers", "demographics", "raw_messages", "keys"},
+    )
+
+
+@migration(12, "kek state")
+def _create_kek_state(db: sqlite_utils.Database) -> None:
+    db[KEK_STATE].create({"id": int, "kek_id": str, "updated_at": str}, pk="id",
+                         not_null={"kek_id", "updated_at"})
