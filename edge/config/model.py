@@ -153,7 +153,7 @@ class EVMSettings(_Strict):
     chain_id: int = Field(ge=1)
     contract: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
     key_file: Path
-    confirmations: int = Field(default=1, ge=0, le=64)
+    confirmations: int = Field(default=1, ge=1, le=64)
 
 
 class LedgerSettings(_Strict):

@@ -29,6 +29,7 @@ from edge.metrics import Metrics
 from edge.storage.database import connect, database_path, migrate
 from edge.storage.errors import StorageError
 from edge.storage.group_commit import GroupCommitter
+from ledger_client.service import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Daemon:
         self._intake: IntakeService | None = None
         self._admin: AdminServer | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._ledger: Ledger | None = None
 
     # -- phases -------------------------------------------------------------------------
 
@@ -102,6 +104,9 @@ class Daemon:
         self._committer = GroupCommitter(path, max_batch=self.settings.storage.group_commit_max)
         self._committer.start()
         self._intake = IntakeService.open(self.settings, self._committer, self.metrics)
+        self._ledger = _open_ledger(self.settings, path)
+        self._background.append(asyncio.create_task(self._ledger.anchorer.run(),
+                                                    name="anchorer"))
 
     async def _start_listeners(self) -> None:
         for listener in self.settings.mllp:
@@ -157,15 +162,23 @@ class Daemon:
         self.notifier.stopping()
         log.info("stopping")
         timeout = self.settings.daemon.shutdown_timeout_s
+        if self._ledger is not None:
+            self._ledger.anchorer.stop()  # finishes the round in progress, then returns
         for task in self._background:
-            task.cancel()
+            if task.get_name() != "anchorer":
+                task.cancel()
         # Stop accepting and let in-flight blocks finish (each adapter bounds its own wait).
         await asyncio.gather(*(a.aclose(timeout) for a in self._adapters.values()),
                              return_exceptions=True)
         for task in self._adapter_tasks.values():
             task.cancel()
-        await asyncio.gather(*self._adapter_tasks.values(), *self._background,
-                             return_exceptions=True)
+        _, slow = await asyncio.wait([*self._adapter_tasks.values(), *self._background],
+                                     timeout=timeout)
+        for task in slow:
+            task.cancel()
+        await asyncio.gather(*slow, return_exceptions=True)
+        if self._ledger is not None:
+            await self._ledger.aclose()
         if self._admin is not None:
             await self._admin.aclose()
         if self._intake is not None:
@@ -265,7 +278,11 @@ class Daemon:
         listeners_ok = all(self._bound.get(a.name) for a in self.settings.mllp)
         storage_ok = await self._storage_healthy()
         ready = listeners_ok and storage_ok and not self._stop.is_set()
-        return ready, {"listeners": listeners_ok, "storage": storage_ok}
+        # An unreachable ledger degrades the service but does not make it unready: intake
+        # goes on and anchors catch up later (issue 6).
+        ledger_ok = await self._ledger.anchorer.probe() if self._ledger else False
+        return ready, {"listeners": listeners_ok, "storage": storage_ok,
+                       "ledger": "ok" if ledger_ok else "degraded"}
 
     async def status(self) -> dict[str, Any]:
         assert self._intake is not None
@@ -281,7 +298,19 @@ class Daemon:
                 for name in self._adapters
             ],
             "inbox": await self._intake.counts(),
+            "ledger": self._ledger_status(),
         }
+
+    def _ledger_status(self) -> dict[str, Any]:
+        if self._ledger is None:
+            return {}
+        status = self._ledger.anchorer.status()
+        return {"backend": status.backend, "reachable": status.backend_reachable,
+                "log_size": status.log_size, "last_anchored_size": status.last_anchored_size,
+                "last_anchored_at": status.last_anchored_at,
+                "leaves_pending": status.leaves_pending,
+                "checkpoints_pending": status.checkpoints_pending,
+                "last_error": status.last_error}
 
     def _status_line(self) -> str:
         parts = [f"{name} on {','.join(addrs)}" for name, addrs in self._bound.items()]
@@ -302,6 +331,20 @@ def _build_mllp(listener: Any, metrics: Metrics) -> Adapter:
     from adapters.mllp.listener import MLLPListener
 
     return MLLPListener(listener, metrics)
+
+
+def _open_ledger(settings: Settings, db_path: Path) -> Ledger:
+    from ledger_client.anchorer import AnchorPolicy
+    from ledger_client.service import open_ledger
+
+    options: dict[str, Any] = {}
+    evm = settings.ledger.evm
+    if settings.ledger.backend == "evm" and evm is not None:
+        options = {"rpc_url": evm.rpc_url, "contract": evm.contract, "chain_id": evm.chain_id,
+                   "private_key_file": evm.key_file, "confirmations": evm.confirmations}
+    return open_ledger(db_path, settings.facility.id, settings.keys.signing_key_file,
+                       backend=settings.ledger.backend, backend_options=options,
+                       policy=AnchorPolicy(interval_s=settings.ledger.anchor_interval_s))
 
 
 def run_daemon(config_path: Path, settings: Settings) -> int:

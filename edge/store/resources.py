@@ -281,7 +281,7 @@ class ResourceStore:
 
     def search(self, conn: sqlite3.Connection, *, identifier: str | None = None,
                patient: PatientRef | None = None,
-               type: str | None = None) -> list[ResourceVersion]:  # noqa: A002 - FHIR's name
+               type: str | None = None) -> list[ResourceVersion]:
         """Current versions by ``identifier`` (a FHIR token ``SYSTEM|VALUE``; ``|VALUE`` for
         an empty system: the system is part of the index, so a value alone cannot be searched)
         and/or by ``patient`` (everything sealed under that patient's key), optionally of one

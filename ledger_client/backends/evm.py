@@ -111,6 +111,7 @@ class Chain:
                  private_key_file: str | Path | None = None, confirmations: int = 1,
                  request_timeout_s: float = 10.0, poll_interval_s: float = 0.2,
                  receipt_timeout_s: float = 120.0, gas_multiplier: float = 1.25,
+                 expected_chain_id: int | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         if confirmations < 1:
             raise LedgerError("confirmations must be at least 1")
@@ -124,6 +125,7 @@ class Chain:
         self.gas_multiplier = gas_multiplier
         self._sleep = sleep
         self._chain_id: int | None = None
+        self._expected_chain_id = expected_chain_id
         artifact = load_artifact()
         self.abi: list[dict[str, Any]] = artifact["abi"]
         self.bytecode: str = artifact["bytecode"]
@@ -160,7 +162,13 @@ class Chain:
 
     async def chain_id(self) -> int:
         if self._chain_id is None:
-            self._chain_id = int(await self.w3.eth.chain_id)
+            async with self.translated():
+                served = int(await self.w3.eth.chain_id)
+            # A facility pointed at the wrong network must not anchor there (EIP-155 ids).
+            if self._expected_chain_id is not None and served != self._expected_chain_id:
+                raise AnchorRejected("wrong-chain", f"node serves chain {served}, configured "
+                                     f"chain is {self._expected_chain_id}")
+            self._chain_id = served
         return self._chain_id
 
     def contract(self, address: str) -> Any:
@@ -234,11 +242,12 @@ class EvmBackend(LedgerBackend):
                  private_key_file: str | Path | None = None, confirmations: int = 1,
                  from_block: int = 0, request_timeout_s: float = 10.0,
                  poll_interval_s: float = 0.2, receipt_timeout_s: float = 120.0,
+                 chain_id: int | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self._chain = Chain(rpc_url, private_key=private_key, private_key_file=private_key_file,
                             confirmations=confirmations, request_timeout_s=request_timeout_s,
                             poll_interval_s=poll_interval_s, receipt_timeout_s=receipt_timeout_s,
-                            sleep=sleep)
+                            expected_chain_id=chain_id, sleep=sleep)
         self._address = AsyncWeb3.to_checksum_address(contract)
         self._contract = self._chain.contract(self._address)
         self._from_block = from_block

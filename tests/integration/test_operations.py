@@ -34,6 +34,10 @@ async def test_status_json_reports_listeners_and_inbox(running: RunningDaemon) -
     assert listener["name"] == "adt" and listener["bound"] == [f"{host}:{port}"]
     assert status["inbox"] == {"received": 2, "acknowledged": {"AA": 1, "AR": 1},
                                "duplicates": 1, "dead_letters": 1, "pending": 1}
+    assert status["ledger"]["backend"] == "local"
+    assert status["ledger"]["reachable"] in (True, False)
+    readyz = json.loads(await asyncio.to_thread(_get, running.admin_url + "/readyz"))
+    assert readyz == {"ready": True, "listeners": True, "storage": True, "ledger": "ok"}
     human = await hie_edge("status", "--config", config)
     assert "duplicates 1" in human.stdout and f"{host}:{port}" in human.stdout
 

@@ -14,6 +14,8 @@ python-hl7's behaviour, not a reading of the standard):
 - hl7apy strips whitespace around each segment (parser.parse_segments), so the last leaf of a
   segment is compared after ``rstrip``; it drops whitespace-only fields and named components,
   so completeness is checked on fields with non-blank text only.
+- hl7apy parses NM into Decimal and DT/DTM into datetime, forgetting the text: those leaves
+  are compared by value (and its re-encoding of years before 1000 loses the leading zero).
 - hl7apy names components and subcomponents after its version's datatype; those beyond the
   datatype (name ``None`` among named siblings) have no known position and are not compared.
 - python-hl7 renders ``\\H\\ \\N\\`` as ``_`` and ``\\.br\\`` as CR, drops unknown sequences and
