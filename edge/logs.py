@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import sys
+import traceback
+from pathlib import Path
 from typing import Any
 
 try:  # pragma: no cover - optional systemd extra
@@ -27,14 +29,23 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return dict(fields) if isinstance(fields, dict) else {}
 
 
+def _exception(record: logging.LogRecord) -> str:
+    """The exception's type and where it was raised, without its message: messages of
+    third-party exceptions may quote the data they choked on."""
+    if not record.exc_info or record.exc_info[0] is None:
+        return ""
+    frames = traceback.extract_tb(record.exc_info[2])
+    where = " < ".join(f"{Path(f.filename).name}:{f.lineno}:{f.name}" for f in reversed(frames))
+    return f"{record.exc_info[0].__name__} at {where}" if where else record.exc_info[0].__name__
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extra = " ".join(f"{key}={value}" for key, value in _fields(record).items())
         line = f"{self.formatTime(record)} {record.levelname.lower()} {record.name}: "
         line += record.getMessage() + (f" {extra}" if extra else "")
-        if record.exc_info and record.levelno >= logging.ERROR:
-            # Only the exception's type: messages of third-party exceptions may quote data.
-            line += f" error={record.exc_info[0].__name__ if record.exc_info[0] else '?'}"
+        if record.exc_info:
+            line += f" error={_exception(record)}"
         return line
 
 
@@ -47,8 +58,8 @@ class JSONFormatter(logging.Formatter):
             "msg": record.getMessage(),
             **_fields(record),
         }
-        if record.exc_info and record.exc_info[0]:
-            entry["error"] = record.exc_info[0].__name__
+        if record.exc_info:
+            entry["error"] = _exception(record)
         return json.dumps(entry, default=str)
 
 
@@ -74,8 +85,8 @@ class _JournalFields(logging.Filter):  # pragma: no cover - needs libsystemd
 
 def configure(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     handler: logging.Handler
     if _JournalHandler is not None and _under_journal():  # pragma: no cover
         handler = _JournalHandler(SYSLOG_IDENTIFIER="hie-edge")

@@ -12,5 +12,6 @@ CORPORA = ROOT.parent / "shared" / "corpora"
 def corpora_dir() -> Path:
     """The shared test corpora (data written by other projects; read, never copied)."""
     if not CORPORA.is_dir():
-        pytest.fail(f"test corpora not found at {CORPORA}: CI must run with ../shared beside the checkout")
+        pytest.fail(f"test corpora not found at {CORPORA}: "
+                    "CI must run with ../shared beside the checkout")
     return CORPORA

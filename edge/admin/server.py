@@ -64,5 +64,5 @@ class AdminServer:
 
 
 def _sockets(site: web.TCPSite) -> list[Any]:
-    server = site._server  # noqa: SLF001 - aiohttp exposes bound sockets only here
+    server = site._server
     return list(getattr(server, "sockets", None) or [])

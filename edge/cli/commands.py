@@ -7,7 +7,6 @@ import json
 import sys
 import urllib.error
 import urllib.request
-
 from typing import Any
 
 from edge.cli import exits

@@ -7,6 +7,7 @@ config is ``$HIE_EDGE_CONFIG``, else /etc/hie-edge/edge.toml.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=Path, help="client certificate's key")
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--json", action="store_true")
+    from edge.cli.ledger import add_parser as add_ledger
+
+    add_ledger(sub, _Parser, _config_option)
     return parser
 
 
@@ -97,6 +101,9 @@ def load_settings(args: argparse.Namespace) -> tuple[Path, Settings]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from edge.logs import configure
+
+    configure("warning")  # `run` reconfigures from [logging]
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -114,6 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exits.CONFIG if exc.fault == "config" else exits.SOFTWARE
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        # Our bug. The log line names the exception type and where it was raised, never its
+        # message (which may quote data); the operator gets one line, not a traceback.
+        logging.getLogger("edge.cli").critical("internal error", exc_info=True)
+        print("hie-edge: internal error (details in the log); please report it",
+              file=sys.stderr)
+        return exits.SOFTWARE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -105,6 +105,7 @@ class Daemon:
         self._committer.start()
         self._intake = IntakeService.open(self.settings, self._committer, self.metrics)
         self._ledger = _open_ledger(self.settings, path)
+        await _check_chain(self._ledger, self.config_path)
         self._background.append(asyncio.create_task(self._ledger.anchorer.run(),
                                                     name="anchorer"))
 
@@ -123,7 +124,8 @@ class Daemon:
         task = asyncio.create_task(adapter.run(self._intake.deliver, ready),
                                    name=f"adapter:{adapter.name}")
         # A listener that fails to bind ends its task with the error: surface it here.
-        done, _ = await asyncio.wait({task, bound}, return_when=asyncio.FIRST_COMPLETED)
+        racers: set[asyncio.Future[Any]] = {task, bound}
+        done, _ = await asyncio.wait(racers, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             task.result()
             raise RuntimeError(f"listener {adapter.name} stopped before it was ready")
@@ -141,9 +143,9 @@ class Daemon:
         while not self._stop.is_set():
             stop = asyncio.create_task(self._stop.wait())
             reload = asyncio.create_task(self._reload_requested.wait())
-            crashed = [t for t in self._adapter_tasks.values()]
-            done, pending = await asyncio.wait({stop, reload, *crashed},
-                                               return_when=asyncio.FIRST_COMPLETED)
+            crashed: list[asyncio.Task[Any]] = list(self._adapter_tasks.values())
+            done, _ = await asyncio.wait({stop, reload, *crashed},
+                                         return_when=asyncio.FIRST_COMPLETED)
             for task in (stop, reload):
                 if task not in done:
                     task.cancel()
@@ -172,8 +174,8 @@ class Daemon:
                              return_exceptions=True)
         for task in self._adapter_tasks.values():
             task.cancel()
-        _, slow = await asyncio.wait([*self._adapter_tasks.values(), *self._background],
-                                     timeout=timeout)
+        running = [*self._adapter_tasks.values(), *self._background]
+        _, slow = await asyncio.wait(running, timeout=timeout) if running else (set(), set())
         for task in slow:
             task.cancel()
         await asyncio.gather(*slow, return_exceptions=True)
@@ -345,6 +347,22 @@ def _open_ledger(settings: Settings, db_path: Path) -> Ledger:
     return open_ledger(db_path, settings.facility.id, settings.keys.signing_key_file,
                        backend=settings.ledger.backend, backend_options=options,
                        policy=AnchorPolicy(interval_s=settings.ledger.anchor_interval_s))
+
+
+async def _check_chain(ledger: Ledger, config_path: Path) -> None:
+    """A node on another chain than configured is a config error; a node that is down is not
+    (intake goes on, anchors catch up)."""
+    from ledger_client.backends.evm import EvmBackend
+    from ledger_client.errors import AnchorRejected, BackendUnavailable
+
+    if not isinstance(ledger.backend, EvmBackend):
+        return
+    try:
+        await ledger.backend.check_chain()
+    except BackendUnavailable:
+        log.warning("ledger node unreachable at start; anchoring will catch up")
+    except AnchorRejected as exc:
+        raise ConfigError(str(config_path), [f"ledger.evm.chain_id: {exc}"]) from None
 
 
 def run_daemon(config_path: Path, settings: Settings) -> int:

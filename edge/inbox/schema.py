@@ -18,7 +18,7 @@ TABLE = "inbox_messages"
 
 @migration(1, "inbox")
 def _create_inbox(db: sqlite_utils.Database) -> None:
-    db[TABLE].create(
+    db.table(TABLE).create(
         {
             "id": int,
             "received_at": str,  # UTC, RFC 3339 with microseconds
@@ -49,6 +49,6 @@ def _create_inbox(db: sqlite_utils.Database) -> None:
                   "size", "attempts"},
         defaults={"attempts": 0, "flags": ""},
     )
-    db[TABLE].create_index(["sending_application", "sending_facility", "control_id"],
+    db.table(TABLE).create_index(["sending_application", "sending_facility", "control_id"],
                            index_name="inbox_by_sender_control_id")
-    db[TABLE].create_index(["state", "id"], index_name="inbox_by_state")
+    db.table(TABLE).create_index(["state", "id"], index_name="inbox_by_state")

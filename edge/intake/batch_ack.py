@@ -42,7 +42,8 @@ def wrap_batch_response(received: Batch, acks: list[bytes], *, control_id: str,
     """``acks`` are the ER7 ACK messages (CR-terminated segments, in the same codec)."""
     bhs = received.batch_headers[0] if received.batch_headers else None
     fhs = received.file_header
-    sep = (bhs or fhs).field_separator if (bhs or fhs) else _DEFAULT_SEP
+    envelope = bhs or fhs
+    sep = envelope.field_separator if envelope is not None else _DEFAULT_SEP
     lines: list[str] = []
     if fhs is not None:
         lines.append(_header_segment("FHS", fhs, control_id, now))

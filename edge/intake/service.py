@@ -220,9 +220,10 @@ class IntakeService:
                                             received_control_id=received_id)
 
         stored = await self._store(arrival, "dead-letter", reason, ack_for)
+        row = stored.row_id if stored else None
         log.warning("unreadable message dead-lettered",
                     extra={"fields": {"listener": listener.name, "peer": block.origin.peer,
-                                      "field": exc.field, "row": stored.row_id if stored else None}})
+                                      "field": exc.field, "row": row}})
         self._metrics.acks.labels(listener.name, "AR").inc()
         if stored is None:
             return build_unparsed_ack(control_id=self._next_reject_id(), now=now, error=error,

@@ -82,7 +82,7 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
     _load_schema_modules()
     db = sqlite_utils.Database(conn)
     if not db["schema_migrations"].exists():
-        db["schema_migrations"].create({"version": int, "name": str, "applied_at": str},
+        db.table("schema_migrations").create({"version": int, "name": str, "applied_at": str},
                                        pk="version")
     current = schema_version(conn)
     known = max(_MIGRATIONS, default=0)
@@ -113,5 +113,6 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
 def _load_schema_modules() -> None:
     # Each stage registers its own tables; importing them here keeps one list of modules
     # whose schema the database must hold.
-    import edge.inbox.schema  # noqa: F401
-    import edge.storage.keystore  # noqa: F401
+    import edge.inbox.schema
+    import edge.storage.keystore
+    import edge.store.schema  # noqa: F401

@@ -11,6 +11,7 @@ therefore the promise that its write is on disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -144,10 +145,8 @@ class GroupCommitter:
                                                                "reason": error.reason}})
             self.healthy = False
             if conn.in_transaction:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
             for job in batch:
                 job.error, job.result = error, None
             self.stats.failures += len(batch)

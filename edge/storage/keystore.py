@@ -21,11 +21,11 @@ TABLE = "data_keys"
 
 @migration(2, "data keys")
 def _create_data_keys(db: sqlite_utils.Database) -> None:
-    db[TABLE].create(
+    db.table(TABLE).create(
         {"key_id": str, "purpose": str, "owner": str, "wrapped": bytes, "created_at": str},
         pk="key_id", not_null={"purpose", "owner", "wrapped", "created_at"},
     )
-    db[TABLE].create_index(["purpose", "owner"], unique=True, index_name="data_keys_by_owner")
+    db.table(TABLE).create_index(["purpose", "owner"], unique=True, index_name="data_keys_by_owner")
 
 
 class KeyStore:

@@ -44,5 +44,10 @@ def read_snapshot(conn: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     finally:
-        if conn.in_transaction:
+        if _in_transaction(conn):  # a read-only block can only have ended it by a fatal error
             conn.execute("COMMIT")
+
+
+def _in_transaction(conn: sqlite3.Connection) -> bool:
+    # A function, so the type checker does not carry the narrowing from before BEGIN over.
+    return conn.in_transaction

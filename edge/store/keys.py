@@ -186,7 +186,7 @@ class StoreKeys:
         """Drop cached keys whose rows no longer exist (erased by another process). Returns
         how many were dropped."""
         cached = list(self._by_id)
-        gone = []
+        gone: list[str] = []
         for start in range(0, len(cached), 500):
             chunk = cached[start : start + 500]
             marks = ",".join("?" * len(chunk))

@@ -55,13 +55,13 @@ _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 
 Clock = Callable[[], datetime]
 
-_COLUMNS = (
+ROW_COLUMNS = (
     "r.row, r.type, r.id, r.version, r.patient, r.key_id, r.last_updated, r.body, "
     "r.leaf_hash, r.ledger_index, k.key_id, k.purpose, k.owner, k.wrapped"
 )
-_FROM = f"{RESOURCES} r LEFT JOIN {DATA_KEYS} k ON k.key_id = r.key_id"
+ROW_FROM = f"{RESOURCES} r LEFT JOIN {DATA_KEYS} k ON k.key_id = r.key_id"
 # Only the newest version of each resource (search results are current versions).
-_CURRENT = (f"r.version = (SELECT max(r2.version) FROM {RESOURCES} r2 "
+CURRENT_ONLY = (f"r.version = (SELECT max(r2.version) FROM {RESOURCES} r2 "  # noqa: S608
             "WHERE r2.type = r.type AND r2.id = r.id)")
 
 
@@ -292,11 +292,13 @@ class ResourceStore:
             indexer = self.keys.existing_indexer(conn)
             if indexer is None:
                 return []
-            where, params = [_CURRENT], []
+            where: list[str] = [CURRENT_ONLY]
+            params: list[Any] = []
             wanted: bytes | None = None
             if identifier is not None:
                 wanted = indexer.identifier(*parse_identifier_token(identifier))
-                where.append(f"r.row IN (SELECT resource FROM {IDENTIFIERS} WHERE value = ?)")
+                where.append(f"r.row IN (SELECT resource FROM {IDENTIFIERS} "  # noqa: S608
+                             "WHERE value = ?)")
                 params.append(wanted)
             if patient is not None:
                 where.append("r.patient = ?")
@@ -324,18 +326,18 @@ class ResourceStore:
             if indexer is None:
                 return []
             wanted: list[tuple[str, bytes]] = []
-            for kind, text, index in ((IndexKind.FAMILY, family, indexer.family),
+            for kind_, text, index in ((IndexKind.FAMILY, family, indexer.family),
                                       (IndexKind.GIVEN, given, indexer.given),
                                       (IndexKind.BIRTHDATE, birthdate, indexer.birthdate),
                                       (IndexKind.GENDER, gender, indexer.gender)):
                 if text is not None:
-                    wanted.append((kind.value, index(text)))
+                    wanted.append((kind_.value, index(text)))
             if not wanted:
                 raise ResourceInputError("search_patients", "needs at least one demographic")
-            where = [_CURRENT, "r.type = 'Patient'"]
+            where = [CURRENT_ONLY, "r.type = 'Patient'"]
             params: list[Any] = []
             for kind, value in wanted:
-                where.append(f"r.row IN (SELECT resource FROM {DEMOGRAPHICS} "
+                where.append(f"r.row IN (SELECT resource FROM {DEMOGRAPHICS} "  # noqa: S608
                              "WHERE kind = ? AND value = ?)")
                 params += [kind, value]
             found = self._select(conn, " AND ".join(where) + " ORDER BY r.id", params)
@@ -358,7 +360,7 @@ class ResourceStore:
     def _select(self, conn: sqlite3.Connection, where: str,
                 params: Sequence[Any]) -> list[ResourceVersion]:
         with read_snapshot(conn):
-            rows = conn.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE {where}",  # noqa: S608
+            rows = conn.execute(f"SELECT {ROW_COLUMNS} FROM {ROW_FROM} WHERE {where}",  # noqa: S608
                                 params).fetchall()
         return [self.open_row(r) for r in rows]
 

@@ -31,7 +31,7 @@ KEK_STATE = "kek_state"
 
 @migration(10, "resources")
 def _create_resources(db: sqlite_utils.Database) -> None:
-    db[RESOURCES].create(
+    db.table(RESOURCES).create(
         {
             "row": int,
             "type": str,
@@ -47,31 +47,32 @@ def _create_resources(db: sqlite_utils.Database) -> None:
         pk="row",
         not_null={"type", "id", "version", "key_id", "last_updated", "body", "leaf_hash"},
     )
-    db[RESOURCES].create_index(["type", "id", "version"], unique=True,
+    db.table(RESOURCES).create_index(["type", "id", "version"], unique=True,
                                index_name="resources_by_identity")
-    db[RESOURCES].create_index(["patient"], index_name="resources_by_patient")
+    db.table(RESOURCES).create_index(["patient"], index_name="resources_by_patient")
     # The ledger stage polls for rows it has not appended yet; a partial index stays small.
     db.execute(f"CREATE INDEX resources_unanchored ON {RESOURCES} (row) "
                "WHERE ledger_index IS NULL")
-    db[IDENTIFIERS].create(
+    db.table(IDENTIFIERS).create(
         {"resource": int, "value": bytes},
         not_null={"resource", "value"},
         foreign_keys=[("resource", RESOURCES, "row")],
     )
-    db[IDENTIFIERS].create_index(["value"], index_name="resource_identifiers_by_value")
-    db[IDENTIFIERS].create_index(["resource"], index_name="resource_identifiers_by_resource")
-    db[DEMOGRAPHICS].create(
+    db.table(IDENTIFIERS).create_index(["value"], index_name="resource_identifiers_by_value")
+    db.table(IDENTIFIERS).create_index(["resource"], index_name="resource_identifiers_by_resource")
+    db.table(DEMOGRAPHICS).create(
         {"resource": int, "kind": str, "value": bytes},
         not_null={"resource", "kind", "value"},
         foreign_keys=[("resource", RESOURCES, "row")],
     )
-    db[DEMOGRAPHICS].create_index(["kind", "value"], index_name="patient_demographics_by_value")
-    db[DEMOGRAPHICS].create_index(["resource"], index_name="patient_demographics_by_resource")
+    demographics = db.table(DEMOGRAPHICS)
+    demographics.create_index(["kind", "value"], index_name="patient_demographics_by_value")
+    demographics.create_index(["resource"], index_name="patient_demographics_by_resource")
 
 
 @migration(11, "erasures")
 def _create_erasures(db: sqlite_utils.Database) -> None:
-    db[ERASURES].create(
+    db.table(ERASURES).create(
         {"id": int, "at": str, "resources": int, "identifiers": int, "demographics": int,
          "raw_messages": int, "keys": int},
         pk="id",
@@ -81,5 +82,5 @@ def _create_erasures(db: sqlite_utils.Database) -> None:
 
 @migration(12, "kek state")
 def _create_kek_state(db: sqlite_utils.Database) -> None:
-    db[KEK_STATE].create({"id": int, "kek_id": str, "updated_at": str}, pk="id",
+    db.table(KEK_STATE).create({"id": int, "kek_id": str, "updated_at": str}, pk="id",
                          not_null={"kek_id", "updated_at"})

@@ -20,9 +20,9 @@ from edge.store._tx import read_snapshot
 from edge.store.keys import StoreKeys
 from edge.store.rekey import DROPPED_KEY_ID
 from edge.store.resources import (
-    _COLUMNS,
-    _CURRENT,
-    _FROM,
+    CURRENT_ONLY,
+    ROW_COLUMNS,
+    ROW_FROM,
     ResourceStore,
     demographic_indexes,
     identifier_indexes,
@@ -74,7 +74,7 @@ def _verify_resources(conn: sqlite3.Connection, store: ResourceStore,
                       report: VerifyReport) -> None:
     n = 0
     indexer = store.keys.existing_indexer(conn)
-    cursor = conn.execute(f"SELECT {_COLUMNS}, {_CURRENT} FROM {_FROM} ORDER BY r.row")  # noqa: S608
+    cursor = conn.execute(f"SELECT {ROW_COLUMNS}, {CURRENT_ONLY} FROM {ROW_FROM} ORDER BY r.row")  # noqa: S608
     for row in cursor:
         n += 1
         name = f"{row[1]}/{row[2]} v{row[3]} (row {row[0]})"
@@ -107,7 +107,7 @@ def _verify_orphans(conn: sqlite3.Connection, report: VerifyReport) -> None:
     for table in (IDENTIFIERS, DEMOGRAPHICS):
         (orphans,) = conn.execute(
             f"SELECT count(*) FROM {table} i LEFT JOIN {RESOURCES} r ON r.row = i.resource "  # noqa: S608
-            f"WHERE r.row IS NULL OR NOT ({_CURRENT})").fetchone()
+            f"WHERE r.row IS NULL OR NOT ({CURRENT_ONLY})").fetchone()
         if orphans:
             report.failures.append(RowFailure(table, "*", f"{orphans} index rows point at no "
                                               "current resource version"))

@@ -19,11 +19,11 @@ def open_backend(name: str, **options: Any) -> LedgerBackend:
     ``evm``: see ``ledger_client.backends.evm.EvmBackend``; needs web3 installed.
     """
     if name == "local":
-        from ledger_client.backends.local import LocalBackend  # noqa: PLC0415
+        from ledger_client.backends.local import LocalBackend
 
         return LocalBackend(**options)
     if name == "evm":
-        from ledger_client.backends.evm import EvmBackend  # noqa: PLC0415
+        from ledger_client.backends.evm import EvmBackend
 
         return EvmBackend(**options)
     raise LedgerError(f"unknown ledger backend {name!r} (known: {', '.join(BACKENDS)})")

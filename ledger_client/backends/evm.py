@@ -321,6 +321,11 @@ class EvmBackend(LedgerBackend):
             return False
         return True
 
+    async def check_chain(self) -> int:
+        """The node's chain id. Raises ``AnchorRejected("wrong-chain")`` when it is not the
+        configured one, ``BackendUnavailable`` when the node cannot be reached."""
+        return await self._chain.chain_id()
+
     async def aclose(self) -> None:
         await self._chain.aclose()
 

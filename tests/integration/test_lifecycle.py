@@ -91,7 +91,8 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 def test_run_with_a_wrong_key_exits_78_naming_it(tmp_path: Path) -> None:
-    config = make_instance(tmp_path / "inst", "\n[[mllp]]\nname = \"lab\"\nbind = \"127.0.0.1:70000\"\n")
+    config = make_instance(tmp_path / "inst",
+                           '\n[[mllp]]\nname = "lab"\nbind = "127.0.0.1:70000"\n')
     result = _cli("run", "--config", str(config))
     assert result.returncode == 78
     assert "mllp[1].bind: port 70000 is not in 0..65535" in result.stderr

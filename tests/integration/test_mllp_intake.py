@@ -15,14 +15,16 @@ from edge.inbox.schema import TABLE
 from tests.corpus import iter_single_messages
 from tests.integration.conftest import RunningDaemon, make_instance, start_daemon
 
-ADT = (b"MSH|^~\\&|ADT1|GOOD HEALTH HOSPITAL|HIE|EDGE|202601011200||ADT^A01^ADT_A01|MSG00001|P|2.5.1\r"
+ADT = (b"MSH|^~\\&|ADT1|GOOD HEALTH HOSPITAL|HIE|EDGE|202601011200||ADT^A01^ADT_A01|MSG00001"
+       b"|P|2.5.1\r"
        b"EVN|A01|202601011200\r"
        b"PID|1||PATID1234^^^HOSP^MR||JONES^WILLIAM^A||19610615|M\r"
        b"PV1|1|I|2000^2012^01\r")
 
 
 def adt(control_id: str, version: str = "2.5.1", extra: bytes = b"", msh15: str = "") -> bytes:
-    msg = ADT.replace(b"MSG00001", control_id.encode()).replace(b"|2.5.1\r", f"|{version}\r".encode())
+    msg = ADT.replace(b"MSG00001", control_id.encode())
+    msg = msg.replace(b"|2.5.1\r", f"|{version}\r".encode())
     if msh15:
         msg = msg.replace(f"|P|{version}\r".encode(), f"|P|{version}|||{msh15}|AL\r".encode())
     return msg + extra
@@ -31,7 +33,8 @@ def adt(control_id: str, version: str = "2.5.1", extra: bytes = b"", msh15: str 
 def rows(running: RunningDaemon) -> list[tuple[int, str, str, str]]:
     path = running.settings.storage.dir / "edge.db"
     with sqlite3.connect(path) as conn:
-        return conn.execute(f"SELECT id, control_id, state, ack_code FROM {TABLE} ORDER BY id").fetchall()
+        query = f"SELECT id, control_id, state, ack_code FROM {TABLE} ORDER BY id"
+        return conn.execute(query).fetchall()
 
 
 def naive_msh(raw: bytes, n: int) -> str:

@@ -1,0 +1,147 @@
+"""OBR (+ its ORC) -> ServiceRequest and DiagnosticReport (IG OBR[ServiceRequest],
+OBR[DiagnosticReport], ORC[ServiceRequest], ORC[DiagnosticReport]).
+
+OBR-2/3 -> identifier (PLAC/FILL); OBR-4 -> code; OBR-7/8 -> effective; OBR-16 -> requester;
+OBR-22 -> issued; OBR-24 -> category (DiagnosticServiceSectionID); OBR-25 -> status
+(ResultStatus[Non-Queries]); OBR-31 -> reasonCode; OBR-32 -> resultsInterpreter.
+
+Ids come from the order numbers (filler, else placer) and OBR-4, so a corrected report
+(OBR-25 ``C``) updates the same DiagnosticReport and ServiceRequest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from edge.er7 import Segment
+from edge.normalize.conversion import Conversion
+from edge.normalize.datatypes import dtm, ei, xcn
+from edge.normalize.datatypes.cwe import code_from_map, codeable_concept
+from edge.normalize.errors import NormalizeError
+from edge.normalize.segments.orc import apply_orc, order_status
+from edge.normalize.v2 import Composite
+
+__all__ = ["OrderGroup", "map_obr", "order_key"]
+
+_REPORT_STATUS: Final = frozenset({"registered", "partial", "preliminary", "final", "amended",
+                                   "corrected", "appended", "cancelled", "entered-in-error",
+                                   "unknown"})
+
+
+@dataclass
+class OrderGroup:
+    """One ORC/OBR group while its OBX, SPM and NTE segments are read."""
+
+    key: tuple[str, ...]
+    orc: Segment | None = None
+    request: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
+    effective: str | None = None
+    specimens: list[dict[str, str]] = field(default_factory=list)
+
+
+def order_key(conv: Conversion, obr: Segment | None, orc: Segment | None) -> tuple[str, ...]:
+    """Source identity of an order: filler number, else placer number (OBR, then ORC)."""
+    for seg, n, kind in ((obr, 3, "F"), (orc, 3, "F"), (obr, 2, "P"), (orc, 2, "P")):
+        if seg is not None:
+            key = ei.ei_key(conv.first(seg, n))
+            if key is not None:
+                return (kind, *key)
+    return ()
+
+
+def _first_composite(conv: Conversion, obr: Segment, n: int) -> Composite | None:
+    return conv.first(obr, n)
+
+
+def map_obr(conv: Conversion, obr: Segment, orc: Segment | None, *, report: bool) -> OrderGroup:
+    """Add the ServiceRequest (and, when ``report``, the DiagnosticReport) for an OBR."""
+    ctx, zone = conv.ctx, conv.ctx.zone
+    key = order_key(conv, obr, orc)
+    service = _first_composite(conv, obr, 4)
+    code = codeable_concept(service, ctx)
+    if code is None:
+        raise NormalizeError(conv.loc(obr, 4), "universal service identifier is empty")
+    service_code = (service[1], service[3]) if service is not None else ("", "")
+    id_parts = key or ("msh", conv.header.sending_facility, conv.control_id, str(obr.index))
+    identifiers = []
+    for n, type_code in ((2, "PLAC"), (3, "FILL")):
+        ident = ei.identifier(conv.first(obr, n), ctx, conv.loc(obr, n), type_code=type_code)
+        if ident is not None:
+            identifiers.append(ident)
+    group = OrderGroup(key=id_parts, orc=orc)
+    request: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "id": conv.unique_id("ServiceRequest", *id_parts, *service_code),
+        "status": order_status(conv, orc),
+        "intent": "order",
+    }
+    if identifiers:
+        request["identifier"] = list(identifiers)
+    request["code"] = code
+    request["subject"] = _subject(conv, obr)
+    if conv.encounter_ref:
+        request["encounter"] = {"reference": conv.encounter_ref}
+    requester = xcn.practitioner(conv, conv.first(obr, 16), conv.loc(obr, 16))
+    if requester is not None:
+        request["requester"] = requester
+    if orc is not None:
+        apply_orc(conv, orc, request)
+    reasons = [c for c in (codeable_concept(v, ctx) for v in conv.reps(obr, 31)) if c]
+    if reasons:
+        request["reasonCode"] = reasons
+    request_ref = conv.add(request)
+    group.request = request
+    start = dtm.to_datetime(conv.value(obr, 7), zone, conv.loc(obr, 7))
+    end = dtm.to_datetime(conv.value(obr, 8), zone, conv.loc(obr, 8))
+    group.effective = start
+    if not report:
+        return group
+    status = "unknown"
+    result_status = conv.value(obr, 25)
+    if result_status:
+        mapped = code_from_map(result_status, "ResultStatus[Non-Queries]")
+        status = mapped if mapped in _REPORT_STATUS else {"A": "partial"}.get(
+            result_status.upper(), "unknown")
+    diagnostic: dict[str, Any] = {
+        "resourceType": "DiagnosticReport",
+        "id": conv.unique_id("DiagnosticReport", *id_parts, *service_code),
+        "basedOn": [{"reference": request_ref}],
+        "status": status,
+    }
+    if identifiers:
+        diagnostic["identifier"] = [i for i in identifiers
+                                    if i["type"]["coding"][0]["code"] == "FILL"] or identifiers
+    category = codeable_concept(conv.first(obr, 24), ctx,
+                                concept_map="DiagnosticServiceSectionID",
+                                default_system="http://terminology.hl7.org/CodeSystem/v2-0074")
+    if category:
+        diagnostic["category"] = [category]
+    diagnostic["code"] = code
+    diagnostic["subject"] = request["subject"]
+    if conv.encounter_ref:
+        diagnostic["encounter"] = {"reference": conv.encounter_ref}
+    if start and end:
+        diagnostic["effectivePeriod"] = {"start": start, "end": end}
+    elif start:
+        diagnostic["effectiveDateTime"] = start
+    issued = dtm.to_instant(conv.value(obr, 22), zone, conv.loc(obr, 22))
+    if issued:
+        diagnostic["issued"] = issued
+    interpreter = conv.first(obr, 32)
+    if interpreter is not None:
+        who = xcn.practitioner(conv, interpreter.part(1), conv.loc(obr, 32))
+        if who is not None:
+            diagnostic["resultsInterpreter"] = [who]
+    conv.add(diagnostic)
+    conv.focus.append(f"DiagnosticReport/{diagnostic['id']}")
+    group.report = diagnostic
+    return group
+
+
+def _subject(conv: Conversion, seg: Segment) -> dict[str, str]:
+    subject = conv.subject()
+    if subject is None:
+        raise NormalizeError(conv.loc(seg), "no patient for this order (PID missing)")
+    return subject

@@ -1,0 +1,81 @@
+"""Helpers for the store tests: the test environment and synthetic FHIR resources carrying
+known PHI strings (so tests can search the files for them)."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.config.model import FacilitySettings, KeySettings, Settings, StorageSettings
+from edge.crypto.keys import generate_kek_file, load_keyring
+from edge.storage.database import connect, database_path, migrate
+from edge.store.keys import PatientRef, StoreKeys
+
+
+@dataclass
+class Env:
+    root: Path
+    settings: Settings
+
+    @property
+    def kek_file(self) -> Path:
+        return self.settings.keys.kek_file
+
+    @property
+    def db_path(self) -> Path:
+        return database_path(self.settings.storage.dir)
+
+    def keys(self) -> StoreKeys:
+        kek_file = self.kek_file
+        return StoreKeys(lambda: load_keyring(kek_file))
+
+    def connect(self) -> sqlite3.Connection:
+        return connect(self.db_path)
+
+
+def make_env(tmp_path: Path) -> Env:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    kek_file = tmp_path / "keys" / "kek"
+    generate_kek_file(kek_file)
+    settings = Settings(facility=FacilitySettings(id="test-facility"),
+                        storage=StorageSettings(dir=data), keys=KeySettings(kek_file=kek_file))
+    conn = connect(database_path(data))
+    migrate(conn)
+    conn.close()
+    return Env(tmp_path, settings)
+
+
+SYSTEM = "urn:oid:2.16.840.1.113883.3.1234"
+
+
+def patient_ref(n: int) -> PatientRef:
+    return PatientRef(SYSTEM, f"MRN{n:06d}")
+
+
+def patient_resource(n: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "id": f"pat-{n}",
+        "identifier": [{"system": SYSTEM, "value": f"MRN{n:06d}"},
+                       {"system": "http://hl7.org/fhir/sid/us-ssn", "value": f"999-00-{n:04d}"}],
+        "name": [{"family": f"Quxfamily{n}", "given": [f"Zorbgiven{n}"]}],
+        "birthDate": f"19{50 + n % 40:02d}-0{1 + n % 9}-1{n % 10}",
+        "gender": "female" if n % 2 else "male",
+        **extra,
+    }
+
+
+def observation_resource(n: int, k: int) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": f"obs-{n}-{k}",
+        "status": "final",
+        "identifier": [{"system": "urn:accession", "value": f"ACC{n}-{k}"}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
+        "subject": {"reference": f"Patient/pat-{n}"},
+        "valueQuantity": {"value": 13.5 + k, "unit": "g/dL"},
+        "note": [{"text": f"patient Quxfamily{n} Zorbgiven{n} seen"}],
+    }
