@@ -79,3 +79,46 @@ def observation_resource(n: int, k: int) -> dict[str, Any]:
         "valueQuantity": {"value": 13.5 + k, "unit": "g/dL"},
         "note": [{"text": f"patient Quxfamily{n} Zorbgiven{n} seen"}],
     }
+
+
+def add_inbox_message(conn: sqlite3.Connection, keys: StoreKeys, raw: bytes) -> int:
+    """Insert a raw message the way the inbox does: sealed under the inbox key, bound to its
+    row (AAD = (inbox_messages, str(id), 1))."""
+    from edge.crypto.envelope import AAD, seal
+    from edge.crypto.keys import KeyPurpose
+    from edge.inbox.sealing import INBOX_OWNER
+
+    conn.execute("BEGIN IMMEDIATE")
+    key = keys.get_or_create(conn, KeyPurpose.INBOX, INBOX_OWNER)
+    (row_id,) = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM inbox_messages").fetchone()
+    conn.execute(
+        "INSERT INTO inbox_messages (id, received_at, listener, payload, payload_format, "
+        "key_id, state, size, attempts) VALUES (?, '2024-01-01T00:00:00.000000Z', 'adt', ?, 1, "
+        "?, 'processed', ?, 0)",
+        (row_id, seal(key, raw, AAD("inbox_messages", str(row_id), 1)), key.key_id, len(raw)))
+    conn.execute("COMMIT")
+    return int(row_id)
+
+
+def hl7_message(n: int) -> bytes:
+    """A small ADT message carrying patient ``n``'s PHI (the same strings as the resources)."""
+    p = patient_resource(n)
+    dob = p["birthDate"].replace("-", "")
+    return (f"MSH|^~\\&|LAB|HOSP|EDGE|HOSP|20240101000000||ADT^A01|MSG{n}|P|2.5\r"
+            f"PID|1||MRN{n:06d}^^^HOSP||Quxfamily{n}^Zorbgiven{n}||{dob}|"
+            f"{'F' if n % 2 else 'M'}\r").encode()
+
+
+def file_bytes(db_path: Path) -> bytes:
+    """The database file and its WAL, as they are on disk."""
+    data = db_path.read_bytes()
+    wal = Path(f"{db_path}-wal")
+    if wal.exists():
+        data += wal.read_bytes()
+    return data
+
+
+def phi_strings(n: int) -> list[str]:
+    p = patient_resource(n)
+    return [f"MRN{n:06d}", f"Quxfamily{n}", f"Zorbgiven{n}", f"999-00-{n:04d}", p["birthDate"],
+            p["birthDate"].replace("-", "")]

@@ -1,0 +1,181 @@
+"""The segment walk shared by every message map.
+
+The first PID and PV1 are mapped before anything else (SIU sends SCH before PID; every order,
+result and immunization refers to the patient and visit). Then segments are read in order,
+keeping the context HL7 groups give them: the current ORC, the current OBR group, the last
+RXA / RXE / TXA / SCH, and the last resource made (the target of a following NTE). Segments
+no map reads (EVN, SFT, FT1, ...) are skipped; Z-segments are kept verbatim in a MessageHeader
+extension (never an error).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from edge.er7 import Segment
+from edge.normalize.conversion import Conversion
+from edge.normalize.errors import NormalizeError
+from edge.normalize.messages.base import MessageMap
+from edge.normalize.segments import clinical, in1, mrg, msh, nk1, nte, obr, obx, pid, pv1
+from edge.normalize.segments import rxa, rxo, sch, spm, txa
+
+__all__ = ["Z_SEGMENT_URL", "walk"]
+
+Z_SEGMENT_URL: Final = "urn:hie-edge:fhir:StructureDefinition:v2-z-segment"
+
+
+class _State:
+    __slots__ = ("appointment", "document", "group", "immunization", "medication", "orc",
+                 "target", "z_segments")
+
+    def __init__(self) -> None:
+        self.orc: Segment | None = None
+        self.group: obr.OrderGroup | None = None
+        self.immunization: dict[str, Any] | None = None
+        self.medication: dict[str, Any] | None = None
+        self.document: dict[str, Any] | None = None
+        self.appointment: dict[str, Any] | None = None
+        self.target: dict[str, Any] | None = None
+        self.z_segments: list[str] = []
+
+
+def _resource(conv: Conversion, reference: str) -> dict[str, Any]:
+    resource_type, resource_id = reference.split("/", 1)
+    return conv.resources[(resource_type, resource_id)]
+
+
+def walk(conv: Conversion, message_map: MessageMap) -> dict[str, Any]:
+    """Map every segment of ``conv.message``; returns the MessageHeader."""
+    message = conv.message
+    segments = message.segments()
+    header = msh.map_msh(conv, segments[0])
+    first_pid = message.segment("PID")
+    first_pv1 = message.segment("PV1")
+    if first_pid is not None:
+        pid.map_pid(conv, first_pid)
+    elif message_map.requires_patient:
+        raise NormalizeError("PID", f"a {conv.structure} message needs a PID segment")
+    if first_pv1 is not None:
+        pv1.map_pv1(conv, first_pv1)
+    has_rxe = "RXE" in message.segment_ids
+    state = _State()
+    for seg in segments[1:]:
+        _visit(conv, message_map, seg, state, first_pid, first_pv1, has_rxe)
+    if state.z_segments:
+        header["extension"] = [{"url": Z_SEGMENT_URL, "valueString": raw}
+                               for raw in state.z_segments]
+    return header
+
+
+def _visit(conv: Conversion, message_map: MessageMap, seg: Segment, state: _State,
+           first_pid: Segment | None, first_pv1: Segment | None, has_rxe: bool) -> None:
+    sid = seg.id
+    if sid == "PID":
+        if seg is not first_pid:
+            conv.patient_ref = None
+            conv.encounter_ref = None
+            pid.map_pid(conv, seg)
+        state.target = _resource(conv, conv.patient_ref) if conv.patient_ref else None
+    elif sid == "PV1":
+        if seg is not first_pv1:
+            conv.encounter_ref = None
+            pv1.map_pv1(conv, seg)
+        state.target = _resource(conv, conv.encounter_ref) if conv.encounter_ref else None
+    elif sid == "PV2":
+        pv1.map_pv2(conv, seg)
+    elif sid == "NK1":
+        ref = nk1.map_nk1(conv, seg)
+        state.target = _resource(conv, ref) if ref else None
+    elif sid in ("AL1", "DG1", "PR1", "PRB"):
+        mapper = {"AL1": clinical.map_al1, "DG1": clinical.map_dg1, "PR1": clinical.map_pr1,
+                  "PRB": clinical.map_prb}[sid]
+        state.target = _resource(conv, mapper(conv, seg))
+        if sid == "PRB":
+            state.group = None
+    elif sid == "IN1":
+        state.target = _resource(conv, in1.map_in1(conv, seg))
+    elif sid == "MRG":
+        mrg.map_mrg(conv, seg, conv.patient_ref)
+    elif sid == "ORC":
+        state.orc = seg
+        state.group = None
+        state.immunization = None
+        state.medication = None
+        state.target = None
+    elif sid == "OBR":
+        state.group = obr.map_obr(conv, seg, state.orc, report=message_map.results)
+        state.target = state.group.request
+        if not message_map.results and state.group.request is not None:
+            conv.focus.append(f"ServiceRequest/{state.group.request['id']}")
+    elif sid == "OBX":
+        _visit_obx(conv, message_map, seg, state)
+    elif sid == "SPM":
+        group = state.group
+        request_ref = (f"ServiceRequest/{group.request['id']}"
+                       if group is not None and group.request is not None else None)
+        key = group.key if group is not None else ("msh", conv.control_id)
+        ref = spm.map_spm(conv, seg, parent_key=key, request=request_ref)
+        if group is not None:
+            for resource in (group.request, group.report):
+                if resource is not None:
+                    resource.setdefault("specimen", []).append(ref)
+        state.target = _resource(conv, ref["reference"])
+    elif sid == "NTE":
+        nte.map_nte(conv, seg, state.target)
+    elif sid == "RXA":
+        state.immunization = rxa.map_rxa(conv, seg, state.orc)
+        state.target = state.immunization
+    elif sid == "RXR":
+        rxa.map_rxr(conv, seg, state.immunization or state.medication)
+    elif sid == "RXE" or (sid == "RXO" and not has_rxe):
+        state.medication = rxo.map_rx_order(conv, seg, state.orc)
+        state.target = state.medication
+    elif sid == "TXA":
+        state.document = txa.map_txa(conv, seg)
+        state.target = state.document
+    elif sid == "SCH":
+        state.appointment = sch.map_sch(conv, seg)
+        state.target = state.appointment
+    elif sid in ("AIS", "AIL", "AIP"):
+        {"AIS": sch.map_ais, "AIL": sch.map_ail, "AIP": sch.map_aip}[sid](
+            conv, seg, state.appointment)
+    elif sid.startswith("Z"):
+        state.z_segments.append(seg.raw)
+
+
+def _visit_obx(conv: Conversion, message_map: MessageMap, seg: Segment, state: _State) -> None:
+    if message_map.document and state.document is not None:
+        txa.add_document_content(conv, seg, state.document)
+        return
+    if state.immunization is not None:
+        ref = f"Immunization/{state.immunization['id']}"
+        state.target = obx.map_obx(conv, seg, parent_key=("imm", ref), part_of=ref)
+        return
+    group = state.group
+    if group is not None and group.request is not None:
+        request_ref = f"ServiceRequest/{group.request['id']}"
+        observation = obx.map_obx(
+            conv, seg, parent_key=group.key, effective=group.effective,
+            based_on=request_ref,
+        )
+        if group.report is not None:
+            group.report.setdefault("result", []).append(
+                {"reference": f"Observation/{observation['id']}"})
+        else:
+            group.request.setdefault("supportingInfo", []).append(
+                {"reference": f"Observation/{observation['id']}"})
+        state.target = observation
+        return
+    # Not in an order: keyed by the problem it follows (PPR) or the patient, so resending
+    # the same observation (an A08 with the same OBX-3) updates it.
+    parent = state.target
+    if parent is not None and parent["resourceType"] == "Condition":
+        parent_key: tuple[str, ...] = (f"Condition/{parent['id']}",)
+    elif conv.patient_ref is not None:
+        parent_key = (conv.patient_ref,)
+    else:
+        parent_key = ("msh", conv.header.sending_facility, conv.control_id)
+    observation = obx.map_obx(conv, seg, parent_key=parent_key)
+    conv.focus.append(f"Observation/{observation['id']}")
+    if parent is None or parent["resourceType"] != "Condition":
+        state.target = observation
