@@ -158,6 +158,24 @@ async def drive(port: int, connections: int, seconds: float, tag: str
     return int(count / elapsed), latencies
 
 
+def fsync_floor(directory: Path, samples: int = 300) -> list[float]:
+    """What one durable commit costs on this disk at least: write 4 KiB + fsync, timed.
+    The 1-connection ACK latency of any durable server sits on top of this."""
+    path = directory / "fsync.probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    times = []
+    try:
+        for _ in range(samples):
+            os.write(fd, b"x" * 4096)
+            start = time.perf_counter()
+            os.fsync(fd)
+            times.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return times
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
@@ -185,6 +203,9 @@ def main() -> None:
                   f"{pct(b_lat, .5):>9.3f} {pct(b_lat, .99):>9.3f}")
         print(f"median ours/base latency at the end: "
               f"{statistics.median(o_lat) / statistics.median(b_lat):.2f}x")
+        floor = fsync_floor(workdir)
+        print(f"disk floor (4 KiB write + fsync) in the same run: p50 {pct(floor, .5):.3f} ms, "
+              f"p99 {pct(floor, .99):.3f} ms")
     finally:
         for proc in (ours, base):
             proc.send_signal(signal.SIGTERM)

@@ -4,6 +4,7 @@ sleeps (design.md, "examples to follow" 12)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -32,11 +33,6 @@ def make_instance(directory: Path, extra: str = "", *, replace: dict[str, str] |
         text = text.replace(old, new)
     config.write_text(text + extra)
     return config
-
-
-@pytest.fixture
-def instance(tmp_path: Path) -> Path:
-    return make_instance(tmp_path / "inst")
 
 
 class RecordingNotifier(Notifier):
@@ -86,12 +82,22 @@ async def start_daemon(config: Path) -> RunningDaemon:
     return RunningDaemon(daemon, settings, task, notifier)
 
 
+@contextlib.asynccontextmanager
+async def daemon_with(directory: Path, extra: str = "", *,
+                      replace: dict[str, str] | None = None) -> AsyncIterator[RunningDaemon]:
+    """A daemon on a fresh instance (see :func:`make_instance`), stopped cleanly at the end."""
+    daemon = await start_daemon(make_instance(directory, extra, replace=replace))
+    try:
+        yield daemon
+    finally:
+        if not daemon.task.done():
+            assert await daemon.stop() == 0
+
+
 @pytest.fixture
-async def running(instance: Path) -> AsyncIterator[RunningDaemon]:
-    daemon = await start_daemon(instance)
-    yield daemon
-    if not daemon.task.done():
-        assert await daemon.stop() == 0
+async def running(tmp_path: Path) -> AsyncIterator[RunningDaemon]:
+    async with daemon_with(tmp_path / "inst") as daemon:
+        yield daemon
 
 
 # -- the daemon as a real process ---------------------------------------------------------

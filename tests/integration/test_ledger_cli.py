@@ -15,7 +15,7 @@ from eth_account import Account
 
 from ledger_client.backends.evm import EvmBackend
 from ledger_client.devnode import AnvilNode
-from tests.integration.conftest import make_instance, start_daemon
+from tests.integration.conftest import daemon_with, make_instance
 
 
 @pytest.fixture
@@ -69,14 +69,11 @@ async def test_deploy_register_and_a_daemon_on_the_chain(anvil: AnvilNode, tmp_p
 
     evm = (f'\n[ledger.evm]\nrpc_url = "{anvil.url}"\nchain_id = 31337\n'
            f'contract = "{info["contract"]}"\nkey_file = "{facility_key}"\n')
-    config = make_instance(instance, evm, replace={'backend = "local"': 'backend = "evm"'})
-    running = await start_daemon(config)
-    try:
+    async with daemon_with(instance, evm,
+                           replace={'backend = "local"': 'backend = "evm"'}) as running:
         ready, detail = await running.daemon.readiness()
         assert ready and detail["ledger"] == "ok"
         assert (await running.daemon.status())["ledger"]["backend"] == "evm"
-    finally:
-        assert await running.stop() == 0
 
 
 def test_a_daemon_pointed_at_the_wrong_chain_exits_78(anvil: AnvilNode, tmp_path: Path,

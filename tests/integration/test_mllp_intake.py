@@ -13,7 +13,7 @@ from adapters.mllp.client import MLLPClient, parse_ack
 from adapters.mllp.framing import encode_frame
 from edge.inbox.schema import TABLE
 from tests.corpus import iter_single_messages
-from tests.integration.conftest import RunningDaemon, make_instance, start_daemon
+from tests.integration.conftest import RunningDaemon, daemon_with
 
 ADT = (b"MSH|^~\\&|ADT1|GOOD HEALTH HOSPITAL|HIE|EDGE|202601011200||ADT^A01^ADT_A01|MSG00001"
        b"|P|2.5.1\r"
@@ -134,10 +134,8 @@ async def test_enhanced_mode_answers_ca(running: RunningDaemon) -> None:
 
 
 async def test_unsupported_version_is_rejected_and_dead_lettered(tmp_path: Path) -> None:
-    config = make_instance(tmp_path / "inst", replace={
-        'ack = "on-commit"': 'ack = "on-commit"\nversions = ["2.5.1"]'})
-    running = await start_daemon(config)
-    try:
+    async with daemon_with(tmp_path / "inst", replace={
+        'ack = "on-commit"': 'ack = "on-commit"\nversions = ["2.5.1"]'}) as running:
         host, port = running.mllp()
         async with MLLPClient.connect(host, port) as client:
             ack = parse_ack(await client.send(adt("V1", version="2.3")))
@@ -146,16 +144,12 @@ async def test_unsupported_version_is_rejected_and_dead_lettered(tmp_path: Path)
         assert (ack.code, ack.control_id, ack.err_codes) == ("AR", "V1", ("203",))
         assert ok.code == "AA"
         assert [(r[1], r[2]) for r in rows(running)] == [("V1", "dead-letter"), ("V2", "received")]
-    finally:
-        assert await running.stop() == 0
 
 
 async def test_garbage_oversize_and_truncated_frames_keep_the_connection_usable(
         tmp_path: Path) -> None:
-    config = make_instance(tmp_path / "inst", replace={
-        'ack = "on-commit"': 'ack = "on-commit"\nmax_frame_bytes = 4096'})
-    running = await start_daemon(config)
-    try:
+    async with daemon_with(tmp_path / "inst", replace={
+        'ack = "on-commit"': 'ack = "on-commit"\nmax_frame_bytes = 4096'}) as running:
         host, port = running.mllp()
         reader, writer = await asyncio.open_connection(host, port)
         big = adt("BIG", extra=b"NTE|1||" + b"x" * 8000 + b"\r")
@@ -175,8 +169,6 @@ async def test_garbage_oversize_and_truncated_frames_keep_the_connection_usable(
         assert [(a.code, a.control_id) for a in answers] == [("AA", "G1"), ("AR", ""), ("AA", "G2")]
         assert answers[1].err_codes == ("207",)
         assert [r[1] for r in rows(running)] == ["G1", "G2"]
-    finally:
-        assert await running.stop() == 0
 
 
 async def test_unreadable_header_is_dead_lettered_with_reason(running: RunningDaemon) -> None:
@@ -208,9 +200,8 @@ async def test_batch_is_stored_per_message_with_one_batch_response(running: Runn
 
 
 async def test_on_processed_answers_ae_for_content_errors(tmp_path: Path) -> None:
-    config = make_instance(tmp_path / "inst", replace={'ack = "on-commit"': 'ack = "on-processed"'})
-    running = await start_daemon(config)
-    try:
+    async with daemon_with(tmp_path / "inst",
+                           replace={'ack = "on-commit"': 'ack = "on-processed"'}) as running:
         host, port = running.mllp()
         async with MLLPClient.connect(host, port) as client:
             good = parse_ack(await client.send(adt("P1")))
@@ -219,8 +210,6 @@ async def test_on_processed_answers_ae_for_content_errors(tmp_path: Path) -> Non
         assert bad.code == "AE" and bad.control_id == "P2" and bad.err_codes
         assert [(r[1], r[2], r[3]) for r in rows(running)] == [
             ("P1", "received", "AA"), ("P2", "dead-letter", "AE")]
-    finally:
-        assert await running.stop() == 0
 
 
 async def test_commit_failure_answers_ar_207_and_recovers(running: RunningDaemon) -> None:
@@ -245,17 +234,13 @@ async def test_commit_failure_answers_ar_207_and_recovers(running: RunningDaemon
 
 
 async def test_allowlist_refuses_other_sources(tmp_path: Path) -> None:
-    config = make_instance(tmp_path / "inst", replace={
-        'ack = "on-commit"': 'ack = "on-commit"\nallow = ["10.0.0.0/8"]'})
-    running = await start_daemon(config)
-    try:
+    async with daemon_with(tmp_path / "inst", replace={
+        'ack = "on-commit"': 'ack = "on-commit"\nallow = ["10.0.0.0/8"]'}) as running:
         host, port = running.mllp()
         with pytest.raises(Exception):  # noqa: B017 - closed without an answer
             async with MLLPClient.connect(host, port, timeout=5) as client:
                 await client.send(adt("X"))
         assert rows(running) == []
-    finally:
-        assert await running.stop() == 0
 
 
 async def test_connections_in_parallel_keep_their_order(running: RunningDaemon) -> None:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from adapters.mllp.client import MLLPClient, parse_ack
-from tests.integration.conftest import RunningDaemon, make_instance, start_daemon
+from tests.integration.conftest import RunningDaemon, daemon_with
 from tests.integration.test_mllp_intake import adt
 
 
@@ -60,10 +60,9 @@ def _get(url: str) -> str:
 
 
 async def test_messages_list_show_and_replay_after_a_config_fix(tmp_path: Path) -> None:
-    config = make_instance(tmp_path / "inst", replace={
-        'ack = "on-commit"': 'ack = "on-commit"\nversions = ["2.5.1"]'})
-    running = await start_daemon(config)
-    try:
+    async with daemon_with(tmp_path / "inst", replace={
+        'ack = "on-commit"': 'ack = "on-commit"\nversions = ["2.5.1"]'}) as running:
+        config = running.daemon.config_path
         host, port = running.mllp()
         async with MLLPClient.connect(host, port) as client:
             refused = parse_ack(await client.send(adt("OLD1", version="2.3")))
@@ -100,5 +99,3 @@ async def test_messages_list_show_and_replay_after_a_config_fix(tmp_path: Path) 
         assert len(json.loads(rows.stdout)) == 1
         missing = await hie_edge("messages", "show", "999", "--config", str(config))
         assert missing.returncode == 65
-    finally:
-        assert await running.stop() == 0
