@@ -4,8 +4,9 @@ Reads the concept-map CSVs of the IG (``mappings/codesystems/*.csv`` in the corp
 https://github.com/HL7/v2-to-fhir) and writes:
 
 - ``concept_maps.json``: ``{map name: {"table": "HL7nnnn", "codes": {v2 code: [code, display,
-  system]}}}``. Only rows that give a FHIR code are kept; when a v2 code appears more than once
-  (rows guarded by conditions) the first unconditioned row wins, else the first row.
+  system]}}}``. Only rows that give a FHIR code are kept (a map with none is kept, empty);
+  when a v2 code appears more than once (rows guarded by conditions) the first unconditioned
+  row wins, else the first row.
 - ``message_structures.json``: ``{"ADT_A04": "ADT_A01", ...}`` from the MessageStructure map
   (table 0354, whose text column lists the trigger events of each structure).
 - ``ucum_units.json``: ``{"common": [UCUM codes], "v2_to_ucum": {v2 unit: UCUM code}}`` from
@@ -113,8 +114,8 @@ def generate(mappings: Path, out: Path, ucum: Path | None = None) -> list[Path]:
             structures = read_message_structures(path)
             continue
         table, codes = read_concept_map(path)
-        if codes:
-            maps[name] = {"table": table, "codes": dict(sorted(codes.items()))}
+        # Kept even when empty (no v2 code maps to FHIR yet): the name stays valid.
+        maps[name] = {"table": table, "codes": dict(sorted(codes.items()))}
     out.mkdir(parents=True, exist_ok=True)
     written = []
     outputs: list[tuple[str, object]] = [

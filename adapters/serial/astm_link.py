@@ -36,8 +36,14 @@ bytes (records separated by CR, exactly as sent). That frame is *not* answered u
 caller says the message is durably stored (:meth:`ASTMLink.message_stored`, then ACK) or not
 (:meth:`ASTMLink.message_failed`, then NAK: the instrument retransmits the frame, and the
 message is offered again). Text left when a session ends without its L record (EOT after an
-aborted transfer, a timeout, a new ENQ) is discarded, never delivered: the instrument repeats
-an aborted message from its start (LIS01-A2 8.3, "the message must be remembered").
+aborted transfer, a timeout) is discarded, never delivered: the instrument repeats an aborted
+message from its start (LIS01-A2 8.3, "the message must be remembered").
+
+Line noise. The 8-bit additive checksum catches any single substituted, dropped or inserted
+byte in a frame (NUL, the one byte whose insertion keeps the sum, is a restricted character).
+The machine keeps that guarantee end to end: it never restarts a frame or a session on a byte
+that noise could have made (an STX or ENQ inside the transfer phase is refused, not obeyed),
+so one corrupted byte leads to a NAK, a timeout or a discarded message, never a wrong one.
 
 Memory is bounded: a frame longer than ``max_frame_bytes`` and a message longer than
 ``max_message_bytes`` are NAKed without being kept.
@@ -80,7 +86,7 @@ Role = Literal["computer", "instrument"]
 Clock = Callable[[], float]
 RejectReason = Literal["malformed", "checksum", "restricted-character", "frame-number",
                        "frame-too-large", "message-too-large", "not-stored"]
-EndReason = Literal["eot", "timeout", "new-session", "aborted", "interrupted"]
+EndReason = Literal["eot", "timeout", "aborted", "interrupted"]
 
 
 # -- events ----------------------------------------------------------------------------------
@@ -312,6 +318,11 @@ class ASTMLink:
         """Messages waiting to be sent (the one in transfer included)."""
         return len(self._outbox)
 
+    @property
+    def partial_bytes(self) -> int:
+        """Text of an unfinished message held so far (0 between messages)."""
+        return len(self._text)
+
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Bytes read from the line. Never raises for anything the peer sends."""
         self._input += data
@@ -428,9 +439,9 @@ class ASTMLink:
     def _receive_frames(self, events: list[Event]) -> None:
         buf = self._input
         if self._frame is None:
-            # Between frames only STX, EOT and ENQ mean anything; the rest is line noise.
+            # Between frames only STX and EOT mean anything; the rest is line noise.
             skip = 0
-            while skip < len(buf) and buf[skip] not in (STX, EOT, ENQ):
+            while skip < len(buf) and buf[skip] not in (STX, EOT):
                 skip += 1
             if skip:
                 self.counters.noise_bytes += skip
@@ -441,22 +452,22 @@ class ASTMLink:
             if byte == STX:
                 self._frame = bytearray(b"\x02")
                 self._frame_overlong = False
-            elif byte == EOT:
-                self._end_receiving(events, "eot")
             else:
-                # ENQ in the transfer phase: the sender lost our session (it timed out and
-                # its EOT was lost) and starts a new one.
-                self._end_receiving(events, "new-session")
-                self._start_receiving(events)
+                self._end_receiving(events, "eot")
             return
-        end = _find_any(buf, LF, STX)
-        if end >= 0 and buf[end] == STX:
-            # An STX before LF: the frame was cut short (its end was lost on the line and the
-            # sender is retransmitting). Never answered; the new frame starts here.
+        # Inside a frame, only LF (its end) and EOT (the sender gave up on it: after a lost
+        # LF it times out and ends the session, 8.5.1) are acted on. Any other control byte,
+        # an STX or ENQ included, is kept and makes the frame fail validation (NAK). Taking
+        # an inner STX or ENQ as a restart would let one corrupted byte splice the tail of a
+        # message onto a new session: frame numbers restart at 1, and a sender whose frame
+        # was numbered 0 would see its next frame ("1") accepted.
+        end = _find_any(buf, LF, EOT)
+        if end >= 0 and buf[end] == EOT:
             self.counters.noise_bytes += len(self._frame) + end
             del buf[:end + 1]
-            self._frame = bytearray(b"\x02")
+            self._frame = None
             self._frame_overlong = False
+            self._end_receiving(events, "eot")
             return
         chunk_end = len(buf) if end < 0 else end + 1
         if not self._frame_overlong and len(self._frame) + chunk_end > self._max_frame:

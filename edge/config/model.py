@@ -144,6 +144,70 @@ class MLLPListenerSettings(_Strict):
         return value
 
 
+class SerialDeviceProfileSettings(_Strict):
+    """ASTM instrument quirks (see ``edge.astm.profile``)."""
+
+    test_code_system: str = ""  # URI of the instrument's test codes; empty = none
+    test_code_component: int = Field(default=4, ge=1, le=10)  # of the universal test id
+    units: dict[str, str] = Field(default_factory=dict)  # test code -> unit override
+
+    @field_validator("test_code_system")
+    @classmethod
+    def _system(cls, value: str) -> str:
+        if value and not _ABSOLUTE_URI.match(value):
+            raise ValueError(f"{value!r} is not an absolute URI")
+        return value
+
+
+class SerialListenerSettings(_Strict):
+    """A serial line (a device path, or a pyserial URL: socket://, rfc2217://, loop://)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    port: str = Field(min_length=1)
+    protocol: Literal["mllp", "astm"]
+    baudrate: int = Field(default=9600, ge=50, le=4_000_000)
+    bytesize: Literal[5, 6, 7, 8] = 8
+    parity: Literal["none", "even", "odd", "mark", "space"] = "none"
+    stopbits: float = 1
+    xonxoff: bool = False
+    rtscts: bool = False
+    # Reopening a port that failed or vanished: first wait, doubled up to the maximum.
+    reconnect_initial_s: float = Field(default=1.0, gt=0, le=3600)
+    reconnect_max_s: float = Field(default=60.0, gt=0, le=3600)
+    # The same intake rules as an [[mllp]] listener (protocol "mllp"; H-12 for "astm").
+    ack: Literal["on-commit", "on-processed"] = "on-commit"
+    commit_acks: bool = False
+    max_frame_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    fallback_charset: str = "latin-1"
+    versions: tuple[str, ...] = MLLPListenerSettings.model_fields["versions"].default
+    processing_ids: tuple[str, ...] = ("P", "D", "T")
+    profile: SerialDeviceProfileSettings = SerialDeviceProfileSettings()
+
+    @field_validator("stopbits")
+    @classmethod
+    def _stopbits(cls, value: float) -> float:
+        if value not in (1, 1.5, 2):
+            raise ValueError("must be 1, 1.5 or 2")
+        return value
+
+    @field_validator("fallback_charset")
+    @classmethod
+    def _codec(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError as exc:
+            raise ValueError(f"{value!r} is not a known character set") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _backoff(self) -> SerialListenerSettings:
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must not be less than reconnect_initial_s")
+        return self
+
+
 class AdminSettings(_Strict):
     bind: BindField = Bind(host="127.0.0.1", port=9100)
 
@@ -183,6 +247,7 @@ class Settings(_Strict):
     storage: StorageSettings = StorageSettings()
     keys: KeySettings = KeySettings()
     mllp: tuple[MLLPListenerSettings, ...] = ()
+    serial: tuple[SerialListenerSettings, ...] = ()
     admin: AdminSettings = AdminSettings()
     ledger: LedgerSettings = LedgerSettings()
     logging: LoggingSettings = LoggingSettings()
@@ -198,3 +263,12 @@ class Settings(_Strict):
         if duplicates:
             raise ValueError(f"listener names must be unique: {', '.join(duplicates)}")
         return value
+
+    @model_validator(mode="after")
+    def _unique_listener_names(self) -> Settings:
+        # Intake finds a listener's rules by name, across MLLP and serial listeners.
+        names = [item.name for item in self.mllp] + [item.name for item in self.serial]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"listener names must be unique: {', '.join(duplicates)}")
+        return self

@@ -112,6 +112,8 @@ class Daemon:
     async def _start_listeners(self) -> None:
         for listener in self.settings.mllp:
             await self._start_adapter(_build_mllp(listener, self.metrics))
+        for line in self.settings.serial:
+            await self._start_adapter(_build_serial(line, self.metrics))
 
     async def _start_adapter(self, adapter: Adapter) -> None:
         assert self._intake is not None
@@ -227,6 +229,15 @@ class Daemon:
                     continue  # applied in place; open connections keep going
                 await self._stop_adapter(name)
                 await self._start_adapter(_build_mllp(listener, self.metrics))
+        # Serial lines: a changed line is reopened with its new settings.
+        old_lines = {item.name: item for item in old.serial}
+        new_lines = {item.name: item for item in new.serial}
+        for name, line in old_lines.items():
+            if new_lines.get(name) != line:
+                await self._stop_adapter(name)
+        for name, line in new_lines.items():
+            if old_lines.get(name) != line:
+                await self._start_adapter(_build_serial(line, self.metrics))
         assert self._intake is not None
         self._intake.update(new)
         self._write_runtime_file()
@@ -363,6 +374,13 @@ async def _check_chain(ledger: Ledger, config_path: Path) -> None:
         log.warning("ledger node unreachable at start; anchoring will catch up")
     except AnchorRejected as exc:
         raise ConfigError(str(config_path), [f"ledger.evm.chain_id: {exc}"]) from None
+
+
+def _build_serial(line: Any, metrics: Metrics) -> Adapter:
+    # Imported only when a serial line is configured (pyserial is loaded there too).
+    from adapters.serial.listener import SerialListener
+
+    return SerialListener(line, metrics)
 
 
 def run_daemon(config_path: Path, settings: Settings) -> int:

@@ -22,7 +22,7 @@ from edge.inbox.store import PAYLOAD_VERSION
 from edge.intake.ack import ack_code, build_ack
 from edge.intake.service import refusal_for
 from edge.storage.database import connect, database_path
-from edge.storage.keystore import KeyStore
+from edge.store.keys import StoreKeys
 
 
 class ReplayError(EdgeError):
@@ -43,8 +43,8 @@ def replay(settings: Settings, row_id: int) -> str:
         listener = next((item for item in settings.mllp if item.name == listener_name), None)
         if listener is None:
             raise ReplayError(f"listener {listener_name!r} is no longer configured")
-        sealer = InboxSealer(KeyStore(conn, load_keyring(settings.keys.kek_file)))
-        raw = sealer.open(TABLE, row_id, PAYLOAD_VERSION, key_id, payload)
+        sealer = InboxSealer(StoreKeys(lambda: load_keyring(settings.keys.kek_file)), conn)
+        raw = sealer.open(conn, TABLE, row_id, PAYLOAD_VERSION, key_id, payload)
         try:
             header = parse_header(raw, fallback_codec=listener.fallback_charset)
         except HeaderError as exc:

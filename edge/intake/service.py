@@ -27,7 +27,7 @@ from typing import Any
 
 from adapters.base import Block
 from edge.config import Settings
-from edge.config.model import MLLPListenerSettings
+from edge.config.model import MLLPListenerSettings, SerialListenerSettings
 from edge.crypto.keys import load_keyring
 from edge.er7 import batch as er7_batch
 from edge.er7.errors import ER7Error, HeaderError
@@ -52,7 +52,7 @@ from edge.metrics import Metrics
 from edge.storage.database import connect, database_path
 from edge.storage.errors import StorageError
 from edge.storage.group_commit import GroupCommitter
-from edge.storage.keystore import KeyStore
+from edge.store.keys import StoreKeys
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ COMMIT_ACK_PAYLOAD = b"\x06"  # MLLP Release 2 commit acknowledgement block cont
 COMMIT_NAK_PAYLOAD = b"\x15"
 
 Clock = Callable[[], datetime]
+# Listeners whose blocks are HL7 v2: the same ACK rules over TCP and over a serial line.
+HL7Listener = MLLPListenerSettings | SerialListenerSettings
 
 
 def _utc_now() -> datetime:
@@ -78,7 +80,7 @@ class IntakeService:
     def __init__(self, settings: Settings, inbox: InboxStore, committer: GroupCommitter,
                  metrics: Metrics, *, clock: Clock = _utc_now) -> None:
         self._settings = settings
-        self._listeners = {item.name: item for item in settings.mllp}
+        self._listeners, self._astm = _listeners_by_name(settings)
         self._inbox = inbox
         self._committer = committer
         self._metrics = metrics
@@ -89,14 +91,17 @@ class IntakeService:
     @classmethod
     def open(cls, settings: Settings, committer: GroupCommitter,
              metrics: Metrics) -> IntakeService:
-        keyring = load_keyring(settings.keys.kek_file)
+        keys = StoreKeys(lambda: load_keyring(settings.keys.kek_file))
         conn = connect(database_path(settings.storage.dir))
-        keys = KeyStore(conn, keyring)
-        return cls(settings, InboxStore(committer, InboxSealer(keys)), committer, metrics)
+        try:
+            sealer = InboxSealer(keys, conn)
+        finally:
+            conn.close()
+        return cls(settings, InboxStore(committer, sealer), committer, metrics)
 
     def update(self, settings: Settings) -> None:
         self._settings = settings
-        self._listeners = {item.name: item for item in settings.mllp}
+        self._listeners, self._astm = _listeners_by_name(settings)
 
     async def aclose(self) -> None:
         return None
@@ -104,6 +109,9 @@ class IntakeService:
     # -- the block ----------------------------------------------------------------------
 
     async def deliver(self, block: Block) -> bytes | None:
+        astm = self._astm.get(block.origin.listener)
+        if astm is not None:
+            return await self._deliver_astm(block, astm)
         listener = self._listeners.get(block.origin.listener)
         if listener is None:  # removed by a reload while a connection was open
             return self._unparsed_reject(ErrorCode.APPLICATION_INTERNAL_ERROR, "listener removed")
@@ -135,7 +143,19 @@ class IntakeService:
         return wrap_batch_response(parts, acks, control_id=self._next_reject_id(),
                                    now=self._clock())
 
-    async def _one(self, raw: bytes, block: Block, listener: MLLPListenerSettings,
+    async def _deliver_astm(self, block: Block, listener: SerialListenerSettings) -> bytes:
+        """An ASTM E1394 message: the link's answer is 0x06 once stored, 0x15 when not."""
+        from edge.intake.astm import store_astm
+
+        self._metrics.received.labels(listener.name).inc()
+        stored = await store_astm(self._inbox, block.payload, listener, block.origin.peer,
+                                  self._clock())
+        if stored is None:
+            return COMMIT_NAK_PAYLOAD
+        self._count(listener, stored, dead=stored.ack_code == "CR")
+        return COMMIT_ACK_PAYLOAD
+
+    async def _one(self, raw: bytes, block: Block, listener: HL7Listener,
                    batch_id: str) -> tuple[bytes | None, bool]:
         """Returns (the ACK to send or None, whether the message is safely stored)."""
         self._metrics.received.labels(listener.name).inc()
@@ -174,7 +194,7 @@ class IntakeService:
         return stored.ack, True
 
     async def _process(self, stored: Stored, raw: bytes, header: Header,
-                       listener: MLLPListenerSettings, now: datetime) -> bytes:
+                       listener: HL7Listener, now: datetime) -> bytes:
         """``on-processed``: parse the whole message; answer AE for content errors."""
         try:
             message = await asyncio.to_thread(parse_message, raw,
@@ -207,7 +227,7 @@ class IntakeService:
                 if arrival.header else "?", "reason": exc.reason}})
             return None
 
-    async def _store_unreadable(self, raw: bytes, block: Block, listener: MLLPListenerSettings,
+    async def _store_unreadable(self, raw: bytes, block: Block, listener: HL7Listener,
                                 batch_id: str, exc: HeaderError, now: datetime,
                                 ) -> tuple[bytes, bool]:
         error = _header_error(exc)
@@ -231,7 +251,7 @@ class IntakeService:
         self._metrics.dead_letters.labels(listener.name).inc()
         return stored.ack, True
 
-    async def _dead_letter_block(self, block: Block, listener: MLLPListenerSettings,
+    async def _dead_letter_block(self, block: Block, listener: HL7Listener,
                                  exc: ER7Error) -> bytes:
         header_error = HeaderError(exc.location, exc.reason, err_code=exc.err_code)
         ack, _ = await self._store_unreadable(block.payload, block, listener, "", header_error,
@@ -257,7 +277,7 @@ class IntakeService:
         self._reject_counter += 1
         return f"R{int(self._clock().timestamp() * 1000):x}{self._reject_counter:x}"
 
-    def _count(self, listener: MLLPListenerSettings, stored: Stored | None, *,
+    def _count(self, listener: HL7Listener, stored: Stored | None, *,
                dead: bool) -> None:
         if stored is None:
             return
@@ -290,7 +310,16 @@ class IntakeService:
         return counts
 
 
-def refusal_for(header: Header, listener: MLLPListenerSettings) -> Refusal | None:
+def _listeners_by_name(settings: Settings) -> tuple[dict[str, HL7Listener],
+                                                    dict[str, SerialListenerSettings]]:
+    """HL7 listeners (MLLP over TCP or serial) and ASTM serial listeners, by name."""
+    hl7: dict[str, HL7Listener] = {item.name: item for item in settings.mllp}
+    hl7.update((item.name, item) for item in settings.serial if item.protocol == "mllp")
+    astm = {item.name: item for item in settings.serial if item.protocol == "astm"}
+    return hl7, astm
+
+
+def refusal_for(header: Header, listener: HL7Listener) -> Refusal | None:
     if header.version_id not in listener.versions:
         return Refusal(AckError(ErrorCode.UNSUPPORTED_VERSION_ID,
                                 location=ErrorLocation("MSH", field=12)),

@@ -18,13 +18,14 @@ from urllib.parse import quote
 
 from edge.er7 import Message, Segment
 from edge.normalize.context import NormalizeContext
-from edge.normalize.v2 import Composite, first, repetitions
+from edge.normalize.v2 import Composite, repetitions, split_repetitions
 
 __all__ = ["Conversion", "Resource"]
 
 Resource = dict[str, Any]
 """A FHIR R4 resource as JSON-ready data."""
 
+DATA_ABSENT_REASON: Final = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 _NAMESPACE: Final = uuid.UUID("5a0f1d64-8a43-5bd8-9b77-3f6c1e0c2a71")
 
 
@@ -45,12 +46,15 @@ class Conversion:
         self.patient_key: str | None = None
         self.encounter_ref: str | None = None
         self.focus: list[str] = []
+        self.warnings: list[str] = []
+        """Paths of optional values dropped as invalid (``OBX-14: not a valid DTM``)."""
         self._occurrence: dict[int, int] = {}
         counts: dict[str, int] = {}
         for i, seg_id in enumerate(message.segment_ids):
             counts[seg_id] = counts.get(seg_id, 0) + 1
             self._occurrence[i] = counts[seg_id]
         self._id_counts: dict[str, int] = {}
+        self._reps: dict[tuple[int, int], list[Composite]] = {}
 
     # -- locations -------------------------------------------------------------------------
 
@@ -67,10 +71,20 @@ class Conversion:
     # -- reading ---------------------------------------------------------------------------
 
     def reps(self, segment: Segment, n: int) -> list[Composite]:
-        return repetitions(segment.field(n), self.delimiters, self.codec)
+        """The non-empty repetitions of field ``n`` (cached: mappers read fields repeatedly)."""
+        key = (segment.index, n)
+        found = self._reps.get(key)
+        if found is None:
+            if segment.id == "MSH" and n <= 2:
+                found = repetitions(segment.field(n), self.delimiters, self.codec)
+            else:
+                found = split_repetitions(segment.raw_field(n), self.delimiters, self.codec)
+            self._reps[key] = found
+        return found
 
     def first(self, segment: Segment, n: int) -> Composite | None:
-        return first(segment.field(n), self.delimiters, self.codec)
+        found = self.reps(segment, n)
+        return found[0] if found else None
 
     def value(self, segment: Segment, n: int, c: int = 1) -> str:
         """Component ``c`` of the first repetition of field ``n``, unescaped and stripped."""
@@ -91,8 +105,9 @@ class Conversion:
 
     def message_scoped_id(self, resource_type: str, *parts: str) -> str:
         """An id for a record with no source identifier: scoped to this message (MSH-10)."""
-        return self.make_id(resource_type, "msh-10", self.header.sending_facility,
-                            self.control_id, *parts)
+        return self.make_id(
+            resource_type, "msh-10", self.header.sending_facility, self.control_id, *parts
+        )
 
     def unique_id(self, resource_type: str, *parts: str) -> str:
         """:meth:`make_id`, disambiguated when the same parts occur twice in one message."""
@@ -113,6 +128,13 @@ class Conversion:
             resource.setdefault("meta", {})["source"] = self.source
             self.resources[key] = resource
         return f"{resource_type}/{resource['id']}"
+
+    def absent(self, resource: dict[str, Any], element: str, path: str, reason: str) -> None:
+        """Mark a required element the message left empty with a data-absent-reason
+        (FHIR R4 extension ``data-absent-reason``, code ``unknown``) and record a warning."""
+        # For a primitive pass "_name"; for a complex element the extension is its only child.
+        resource[element] = {"extension": [{"url": DATA_ABSENT_REASON, "valueCode": "unknown"}]}
+        self.warnings.append(f"{path}: {reason}")
 
     def subject(self) -> dict[str, str] | None:
         return {"reference": self.patient_ref} if self.patient_ref else None

@@ -15,7 +15,7 @@ from edge.er7 import Field
 from edge.er7.delimiters import Delimiters
 from edge.er7.escape import unescape
 
-__all__ = ["Composite", "repetitions", "first"]
+__all__ = ["Composite", "first", "repetitions"]
 
 _NULL: Final = '""'
 
@@ -41,7 +41,10 @@ class Composite:
         return f"<Composite parts={len(self._parts)}>"
 
     def __bool__(self) -> bool:
-        return any(p and p != _NULL for p in self._parts)
+        parts = self._parts
+        if len(parts) == 1:
+            return parts[0] != _NULL
+        return any(p and p != _NULL for p in parts)
 
     def __len__(self) -> int:
         return len(self._parts)
@@ -59,6 +62,10 @@ class Composite:
         if self._d.escape in value:
             value = unescape(value, self._d, self._codec)
         return value.strip()
+
+    def cache_key(self) -> tuple[str, int, Delimiters, str]:
+        """What determines every value read from this composite (for caches)."""
+        return (self.raw, self._level, self._d, self._codec)
 
     def text(self) -> str:
         """The whole value as one text (for ST/TX/FT sent where a composite was expected)."""
@@ -83,6 +90,19 @@ def repetitions(field: Field, delimiters: Delimiters, codec: str) -> list[Compos
     """The non-empty repetitions of ``field`` as composites."""
     out = []
     for rep in field.repetitions:
+        if rep and rep != _NULL:
+            value = Composite(rep, 0, delimiters, codec)
+            if value:
+                out.append(value)
+    return out
+
+
+def split_repetitions(raw: str, delimiters: Delimiters, codec: str) -> list[Composite]:
+    """:func:`repetitions` for a field's raw ER7 text (not MSH-1/MSH-2, which are atomic)."""
+    if not raw or raw == _NULL:
+        return []
+    out = []
+    for rep in raw.split(delimiters.repetition) if delimiters.repetition in raw else (raw,):
         if rep and rep != _NULL:
             value = Composite(rep, 0, delimiters, codec)
             if value:

@@ -114,5 +114,4 @@ def _load_schema_modules() -> None:
     # Each stage registers its own tables; importing them here keeps one list of modules
     # whose schema the database must hold.
     import edge.inbox.schema
-    import edge.storage.keystore
     import edge.store.schema  # noqa: F401

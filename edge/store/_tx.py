@@ -8,12 +8,17 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+def write_transaction(conn: sqlite3.Connection, *, savepoint: bool = True) -> Iterator[None]:
     """Run the block atomically. Inside an open transaction (a group-commit operation) it is a
-    SAVEPOINT, so the caller's transaction decides when it commits; otherwise it is a
+    SAVEPOINT (or nothing, with ``savepoint=False``, for blocks that check everything before
+    their first write and rely on the caller's own savepoint, as the group committer gives each
+    operation), so the caller's transaction decides when it commits; otherwise it is a
     ``BEGIN IMMEDIATE`` transaction, which takes the write lock up front: a deferred
     transaction that reads first and writes later can fail with SQLITE_BUSY_SNAPSHOT in WAL
     mode when another connection committed in between (https://www.sqlite.org/wal.html)."""
+    if conn.in_transaction and not savepoint:
+        yield
+        return
     if conn.in_transaction:
         conn.execute("SAVEPOINT store_tx")
         try:

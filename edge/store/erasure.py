@@ -44,12 +44,11 @@ from datetime import UTC, datetime
 
 from edge.crypto.keys import KeyPurpose
 from edge.inbox.schema import TABLE as INBOX
-from edge.storage.keystore import TABLE as DATA_KEYS
 from edge.store._tx import write_transaction
 from edge.store.errors import ErasureError
 from edge.store.keys import StoreKeys
 from edge.store.resources import fhir_instant
-from edge.store.schema import DEMOGRAPHICS, ERASURES, IDENTIFIERS, RESOURCES
+from edge.store.schema import DATA_KEYS, DEMOGRAPHICS, ERASURES, IDENTIFIERS, RESOURCES
 
 Clock = Callable[[], datetime]
 

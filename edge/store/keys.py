@@ -1,11 +1,10 @@
 """Data keys for the store, looked up through the caller's connection.
 
-:class:`edge.storage.keystore.KeyStore` binds one connection at construction; the store's
-functions run inside the group committer's transactions (and inside the CLI's), so creating a
-patient's key must happen on *that* connection, in *that* transaction: a second connection
-would wait on the writer's own lock. :class:`StoreKeys` works on the ``data_keys`` table of
-:mod:`edge.storage.keystore` through whatever connection it is handed, and caches unwrapped
-keys in memory.
+The one holder of data keys for the inbox, the store and the CLI. Functions run inside the
+group committer's transactions (and inside the CLI's), so creating a patient's key must
+happen on *that* connection, in *that* transaction: a second connection would wait on the
+writer's own lock. :class:`StoreKeys` works on the ``data_keys`` table through whatever
+connection it is handed, and caches unwrapped keys in memory.
 
 The database, not the cache, decides whether a key exists: every use selects the key's row
 (a primary-key or unique-index lookup, joined into the row query where it can be), so a key
@@ -30,11 +29,11 @@ from dataclasses import dataclass
 from edge.crypto.blind_index import BlindIndexer
 from edge.crypto.errors import UnknownKeyError
 from edge.crypto.keys import DataKey, KeyPurpose, Keyring, WrappedKey
-from edge.inbox.sealing import INDEX_OWNER
-from edge.storage.keystore import TABLE as DATA_KEYS
-from edge.store.schema import KEK_STATE
+from edge.store.schema import DATA_KEYS, KEK_STATE
 
 SYSTEM_OWNER = "system"
+INBOX_OWNER = "inbox"
+INDEX_OWNER = "index"
 
 KeyRow = tuple[str, str, str, bytes]  # key_id, purpose, owner, wrapped
 
@@ -92,6 +91,13 @@ class StoreKeys:
             raise UnknownKeyError(f"data key {key_id} does not exist (destroyed?)",
                                   key_id=key_id, fault="environment")
         return self.from_row(row)
+
+    def cached(self, key_id: str) -> DataKey | None:
+        """The key ``key_id`` if this process has unwrapped it, without touching the database.
+        Only for rows read in the same snapshot as their key's existence (see the module
+        docstring): a resource row that exists implies its key row exists, since erasure
+        deletes both in one transaction."""
+        return self._by_id.get(key_id)
 
     def from_row(self, row: KeyRow) -> DataKey:
         """The key stored in a ``data_keys`` row (unwrapped once, then cached). The cached

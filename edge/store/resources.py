@@ -31,7 +31,7 @@ import hmac
 import json
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,11 +40,10 @@ from edge.crypto.blind_index import BlindIndexer, IndexKind, parse_identifier_to
 from edge.crypto.envelope import AAD, open_, seal
 from edge.crypto.errors import IndexInputError, IntegrityError
 from edge.crypto.keys import KeyPurpose
-from edge.storage.keystore import TABLE as DATA_KEYS
 from edge.store._tx import read_snapshot, write_transaction
 from edge.store.errors import ResourceInputError
-from edge.store.keys import KeyRow, PatientRef, StoreKeys
-from edge.store.schema import DEMOGRAPHICS, IDENTIFIERS, RESOURCES
+from edge.store.keys import SYSTEM_OWNER, KeyRow, PatientRef, StoreKeys
+from edge.store.schema import DATA_KEYS, DEMOGRAPHICS, IDENTIFIERS, RESOURCES
 from ledger_client.errors import LedgerError
 from ledger_client.leaf import SALT_SIZE, canonical_json, new_salt
 from ledger_client.merkle import leaf_hash
@@ -55,11 +54,12 @@ _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 
 Clock = Callable[[], datetime]
 
-ROW_COLUMNS = (
-    "r.row, r.type, r.id, r.version, r.patient, r.key_id, r.last_updated, r.body, "
-    "r.leaf_hash, r.ledger_index, k.key_id, k.purpose, k.owner, k.wrapped"
-)
+# A row as read: the resource columns, then (joined, for passes over many rows) its key row.
+BASE_COLUMNS = ("r.row, r.type, r.id, r.version, r.patient, r.key_id, r.last_updated, r.body, "
+                "r.leaf_hash, r.ledger_index")
+ROW_COLUMNS = f"{BASE_COLUMNS}, k.key_id, k.purpose, k.owner, k.wrapped"
 ROW_FROM = f"{RESOURCES} r LEFT JOIN {DATA_KEYS} k ON k.key_id = r.key_id"
+_KEY_ROW = f"SELECT key_id, purpose, owner, wrapped FROM {DATA_KEYS} WHERE key_id = ?"  # noqa: S608
 # Only the newest version of each resource (search results are current versions).
 CURRENT_ONLY = (f"r.version = (SELECT max(r2.version) FROM {RESOURCES} r2 "  # noqa: S608
             "WHERE r2.type = r.type AND r2.id = r.id)")
@@ -71,8 +71,7 @@ def _utc_now() -> datetime:
 
 def fhir_instant(moment: datetime) -> str:
     """A FHIR ``instant`` in UTC with milliseconds (``2024-05-01T12:00:00.000Z``)."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -108,6 +107,13 @@ class ResourceVersion:
 
     def __repr__(self) -> str:
         return f"ResourceVersion({self.type}/{self.id}/_history/{self.version}, row={self.row})"
+
+
+def _key_owner(owner: bytes | None) -> tuple[str, str]:
+    """The ``data_keys`` (purpose, owner) of the key that seals a record of ``owner``."""
+    if owner is None:
+        return KeyPurpose.SYSTEM.value, SYSTEM_OWNER
+    return KeyPurpose.PATIENT.value, owner.hex()
 
 
 def _fail(row: int, aad: AAD, key_id: str | None, problem: str) -> IntegrityError:
@@ -206,23 +212,30 @@ class ResourceStore:
         meta = resource.get("meta", {})
         if not isinstance(meta, Mapping):
             raise ResourceInputError(f"{rtype}.meta", "not an object")
-        with write_transaction(conn):
-            (last,) = conn.execute(
-                f"SELECT max(version) FROM {RESOURCES} WHERE type = ? AND id = ?",  # noqa: S608
-                (rtype, rid)).fetchone()
+        # No savepoint of its own inside a caller's transaction: every check that can refuse
+        # the resource runs before the first write, and the group committer gives each
+        # operation a savepoint of its own.
+        with write_transaction(conn, savepoint=False):
+            indexer = self.keys.indexer(conn)
+            owner = (None if patient is None
+                     else indexer.patient_key(patient.system, patient.value))
+            # One statement for the next version and the owner's key (existence checked on
+            # every write: a key erased by another process is never used again).
+            last, key_id = conn.execute(
+                f"SELECT (SELECT max(version) FROM {RESOURCES} WHERE type = ? AND id = ?), "  # noqa: S608
+                f"(SELECT key_id FROM {DATA_KEYS} WHERE purpose = ? AND owner = ?)",
+                (rtype, rid, *_key_owner(owner))).fetchone()
             version = int(last or 0) + 1
             now = fhir_instant(self._clock())
             record = {**resource, "meta": {**meta, "versionId": str(version), "lastUpdated": now}}
-            indexer = self.keys.indexer(conn)
             identifiers = identifier_indexes(indexer, record)
             demographics = demographic_indexes(indexer, record)
             try:
                 jcs = canonical_json(record)
             except LedgerError as exc:
                 raise ResourceInputError(rtype, str(exc)) from None
-            owner = (None if patient is None
-                     else indexer.patient_key(patient.system, patient.value))
-            key = self.keys.for_owner(conn, owner)
+            key = (self.keys.cached(key_id) if key_id is not None else None) \
+                or self.keys.for_owner(conn, owner)
             salt = new_salt()
             plain = salt + jcs
             leaf = leaf_hash(plain)
@@ -359,24 +372,36 @@ class ResourceStore:
 
     def _select(self, conn: sqlite3.Connection, where: str,
                 params: Sequence[Any]) -> list[ResourceVersion]:
-        with read_snapshot(conn):
-            rows = conn.execute(f"SELECT {ROW_COLUMNS} FROM {ROW_FROM} WHERE {where}",  # noqa: S608
-                                params).fetchall()
-        return [self.open_row(r) for r in rows]
+        # One statement for the rows; a key not cached yet is read after it. Erasure deletes
+        # a key and its rows together, so a missing key with its row gone means the row was
+        # erased in between (it is skipped); with its row still there it is a finding.
+        rows = conn.execute(f"SELECT {BASE_COLUMNS} FROM {RESOURCES} r WHERE {where}",  # noqa: S608
+                            params).fetchall()
+        found = []
+        for r in rows:
+            key_row = None
+            if self.keys.cached(r[5]) is None:
+                key_row = conn.execute(_KEY_ROW, (r[5],)).fetchone()
+                if key_row is None and conn.execute(
+                        f"SELECT 1 FROM {RESOURCES} WHERE row = ?", (r[0],)).fetchone() is None:  # noqa: S608
+                    continue
+            found.append(self.open_row(r, key_row))
+        return found
 
-    def open_row(self, r: Iterable[Any]) -> ResourceVersion:
-        """Open and verify a row selected with this module's column list (see the module
-        docstring for the checks)."""
-        (row, rtype, rid, version, patient, key_id, last_updated, body, leaf, ledger_index,
-         k_id, k_purpose, k_owner, k_wrapped) = r
+    def open_row(self, r: Sequence[Any], key_row: KeyRow | None = None) -> ResourceVersion:
+        """Open and verify a row of :data:`BASE_COLUMNS` (see the module docstring for the
+        checks). ``key_row`` is its ``data_keys`` row, needed when the key is not cached."""
+        (row, rtype, rid, version, patient, key_id, last_updated, body, leaf,
+         ledger_index) = r[:10]
         aad = AAD(RESOURCES, f"{rtype}/{rid}", version)
-        if k_wrapped is None:
-            raise _fail(row, aad, key_id, f"its data key {key_id} does not exist (erased?)")
-        key_row: KeyRow = (k_id, k_purpose, k_owner, k_wrapped)
-        try:
-            key = self.keys.from_row(key_row)
-        except IntegrityError as exc:
-            raise _fail(row, aad, key_id, str(exc)) from None
+        key = self.keys.cached(key_id)
+        if key is None:
+            if key_row is None or key_row[3] is None:
+                raise _fail(row, aad, key_id, f"its data key {key_id} does not exist (erased?)")
+            try:
+                key = self.keys.from_row(key_row)
+            except IntegrityError as exc:
+                raise _fail(row, aad, key_id, str(exc)) from None
         if patient is None:
             owned = key.purpose is KeyPurpose.SYSTEM
         else:

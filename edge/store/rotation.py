@@ -27,9 +27,8 @@ The race with a running daemon, and why it is closed:
   while holding the database's write lock (``BEGIN IMMEDIATE``), so no row can be written
   between "nothing needs KEK x" and "kek.x is gone".
 
-Left open: ``edge.storage.keystore.KeyStore`` (the inbox's) does not read ``kek_state``; it
-creates keys only for the inbox and index keys on a database's first start, so it cannot
-race a rotation of a store that has started once.
+The inbox's keys come from the same :class:`edge.store.keys.StoreKeys`, so they follow the
+same ``kek_state`` rule.
 """
 
 from __future__ import annotations
@@ -48,9 +47,8 @@ from edge.crypto.keys import (
     read_archived_keks,
     retire_kek,
 )
-from edge.storage.keystore import TABLE as DATA_KEYS
 from edge.store._tx import write_transaction
-from edge.store.schema import KEK_STATE
+from edge.store.schema import DATA_KEYS, KEK_STATE
 
 # The KEK id is bytes 1..8 of a wrapped blob (edge.crypto.keys, WrappedKey layout).
 _KEK_ID_SQL = f"substr(wrapped, 2, {KEK_ID_LEN})"

@@ -11,6 +11,8 @@ the patient's data key, or the SYSTEM key for resources without a patient): the 
 of each resource (older versions are found through history, not search), so a search never
 has to skip superseded rows and a stale index row is a verification failure.
 
+``data_keys``: every data key, wrapped under the KEK (:class:`edge.store.keys.StoreKeys`).
+
 ``erasures``: what ``erase`` did, in counts only (see :mod:`edge.store.erasure` for why no
 patient index is kept). ``kek_state``: the KEK every new data key must be wrapped under
 (see :mod:`edge.store.rotation`).
@@ -22,11 +24,23 @@ import sqlite_utils
 
 from edge.storage.database import migration
 
+DATA_KEYS = "data_keys"
 RESOURCES = "resources"
 IDENTIFIERS = "resource_identifiers"
 DEMOGRAPHICS = "patient_demographics"
 ERASURES = "erasures"
 KEK_STATE = "kek_state"
+
+
+@migration(2, "data keys")
+def _create_data_keys(db: sqlite_utils.Database) -> None:
+    # Wrapped data keys (see edge.crypto.keys): one per (purpose, owner); erasure deletes rows.
+    db.table(DATA_KEYS).create(
+        {"key_id": str, "purpose": str, "owner": str, "wrapped": bytes, "created_at": str},
+        pk="key_id", not_null={"purpose", "owner", "wrapped", "created_at"},
+    )
+    db.table(DATA_KEYS).create_index(["purpose", "owner"], unique=True,
+                                     index_name="data_keys_by_owner")
 
 
 @migration(10, "resources")

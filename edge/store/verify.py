@@ -12,10 +12,10 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from edge.crypto.envelope import AAD, open_
-from edge.crypto.errors import CryptoError
+from edge.crypto.errors import CryptoError, UnknownKeyError
+from edge.crypto.keys import KeyPurpose, WrappedKey
 from edge.inbox.schema import TABLE as INBOX
 from edge.inbox.store import PAYLOAD_VERSION
-from edge.storage.keystore import TABLE as DATA_KEYS
 from edge.store._tx import read_snapshot
 from edge.store.keys import StoreKeys
 from edge.store.rekey import DROPPED_KEY_ID
@@ -27,7 +27,7 @@ from edge.store.resources import (
     demographic_indexes,
     identifier_indexes,
 )
-from edge.store.schema import DEMOGRAPHICS, IDENTIFIERS, RESOURCES
+from edge.store.schema import DATA_KEYS, DEMOGRAPHICS, IDENTIFIERS, RESOURCES
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,13 @@ def _verify_keys(conn: sqlite3.Connection, keys: StoreKeys, report: VerifyReport
     for row in conn.execute(f"SELECT key_id, purpose, owner, wrapped FROM {DATA_KEYS}"):  # noqa: S608
         n += 1
         try:
-            keys.from_row(row)
+            # Unwrapped with the keyring, not through the cache: every wrapping is checked.
+            keys.keyring.unwrap(WrappedKey(row[0], KeyPurpose(row[1]), row[2], row[3]))
+        except UnknownKeyError:
+            try:
+                keys.reload().unwrap(WrappedKey(row[0], KeyPurpose(row[1]), row[2], row[3]))
+            except (CryptoError, ValueError) as exc:
+                report.failures.append(RowFailure(DATA_KEYS, str(row[0]), str(exc)))
         except (CryptoError, ValueError) as exc:
             report.failures.append(RowFailure(DATA_KEYS, str(row[0]), str(exc)))
     report.checked[DATA_KEYS] = n
@@ -79,7 +85,7 @@ def _verify_resources(conn: sqlite3.Connection, store: ResourceStore,
         n += 1
         name = f"{row[1]}/{row[2]} v{row[3]} (row {row[0]})"
         try:
-            item = store.open_row(row[:-1])
+            item = store.open_row(row[:10], row[10:14])
         except CryptoError as exc:
             report.failures.append(RowFailure(RESOURCES, name, str(exc)))
             continue

@@ -17,7 +17,7 @@ from edge.normalize.codesystems import system_for_name, system_for_oid
 from edge.normalize.context import NormalizeContext
 from edge.normalize.v2 import Composite
 
-__all__ = ["codeable_concept", "code_from_map", "coding_system"]
+__all__ = ["code_from_map", "codeable_concept", "coding_system"]
 
 # (code, text, system, version, system OID) positions of the three codings of a CWE.
 _TRIPLETS = ((1, 2, 3, 7, 14), (4, 5, 6, 8, 17), (10, 11, 12, 13, 20))
@@ -28,10 +28,15 @@ def coding_system(name: str, ctx: NormalizeContext) -> str:
     return system_for_name(name) or f"urn:hie-edge:{ctx.facility_id}:cs:{name}"
 
 
-def _coding(v: Composite, positions: tuple[int, int, int, int, int],
-            ctx: NormalizeContext, default_system: str | None) -> dict[str, Any] | None:
+def _coding(
+    v: Composite,
+    positions: tuple[int, int, int, int, int],
+    ctx: NormalizeContext,
+    default_system: str | None,
+) -> dict[str, Any] | None:
     code_i, text_i, system_i, version_i, oid_i = positions
-    code, display = v[code_i], v[text_i]
+    # FHIR code: no leading, trailing or repeated whitespace (R4 2.24.0.1 "code").
+    code, display = " ".join(v[code_i].split()), v[text_i]
     if not code and not display:
         return None
     coding: dict[str, Any] = {}
@@ -59,6 +64,37 @@ def codeable_concept(
     concept_map: str | None = None,
     default_system: str | None = None,
 ) -> dict[str, Any] | None:
+    """A CodeableConcept for a CWE-like value, or ``None`` when nothing was sent (see
+    :func:`_codeable_concept`). The same coded values recur in every message of a feed, so
+    results are cached by the value's ER7 text; each call returns a fresh copy."""
+    if v is None:
+        return None
+    key = (v.cache_key(), ctx.facility_id, concept_map, default_system)
+    cached = _CACHE.get(key)
+    if cached is None:
+        cached = _codeable_concept(v, ctx, concept_map=concept_map, default_system=default_system)
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.clear()
+        _CACHE[key] = cached
+    if cached is None:
+        return None
+    out = dict(cached)
+    if "coding" in out:
+        out["coding"] = [dict(c) for c in out["coding"]]
+    return out
+
+
+_CACHE: dict[tuple[Any, ...], dict[str, Any] | None] = {}
+_CACHE_SIZE = 4096
+
+
+def _codeable_concept(
+    v: Composite | None,
+    ctx: NormalizeContext,
+    *,
+    concept_map: str | None = None,
+    default_system: str | None = None,
+) -> dict[str, Any] | None:
     """A CodeableConcept for a CWE-like value, or ``None`` when nothing was sent.
 
     ``concept_map`` names an IG vocabulary map (``"InterpretationCodes"``): when CWE-1 is in
@@ -78,8 +114,10 @@ def codeable_concept(
             target: dict[str, Any] = {"system": mapped.system, "code": mapped.code}
             if mapped.display:
                 target["display"] = mapped.display
-            if not any(c.get("system") == target["system"] and c.get("code") == target["code"]
-                       for c in codings):
+            if not any(
+                c.get("system") == target["system"] and c.get("code") == target["code"]
+                for c in codings
+            ):
                 codings.insert(0, target)
     concept: dict[str, Any] = {}
     if codings:

@@ -35,6 +35,7 @@ def identifier(
     path: str,
     *,
     default_authority: Composite | None = None,
+    warn: list[str] | None = None,
 ) -> dict[str, Any] | None:
     """An Identifier for a CX, or ``None`` when CX-1 is empty.
 
@@ -54,8 +55,8 @@ def identifier(
         out["type"] = type_
     out["system"] = system or ctx.facility_system("local")
     out["value"] = v[1]
-    start = dtm.to_datetime(v[7], ctx.zone, f"{path}.7")
-    end = dtm.to_datetime(v[8], ctx.zone, f"{path}.8")
+    start = dtm.to_datetime(v[7], ctx.zone, f"{path}.7", warn=warn)
+    end = dtm.to_datetime(v[8], ctx.zone, f"{path}.8", warn=warn)
     if start or end:
         out["period"] = {k: x for k, x in (("start", start), ("end", end)) if x}
     assigner = hd_name(v.part(6)) or hd_name(v.part(4))

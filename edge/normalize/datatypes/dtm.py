@@ -58,13 +58,34 @@ def _parse(text: str, path: str) -> _Parts:
     try:
         parts = _Parts(match)
         # Validate the calendar fields that were sent.
-        datetime(parts.year or 1, parts.month or 1, parts.day or 1,
-                 parts.hour or 0, parts.minute or 0, parts.second or 0)
+        datetime(
+            parts.year or 1,
+            parts.month or 1,
+            parts.day or 1,
+            parts.hour or 0,
+            parts.minute or 0,
+            parts.second or 0,
+        )
     except ValueError:
         raise NormalizeError(path, "DTM is not a real date or time") from None
     if parts.year == 0:
         raise NormalizeError(path, "DTM year 0000 is not a date")
     return parts
+
+
+def _lenient_parse(text: str, path: str, warn: list[str] | None) -> _Parts | None:
+    """:func:`_parse`; with ``warn``, an invalid value is reported there and reads as absent.
+
+    Optional elements use ``warn``: a malformed date in, say, OBX-14 drops that element (the
+    path is recorded in the result's warnings) instead of dead-lettering the whole result.
+    """
+    try:
+        return _parse(text, path)
+    except NormalizeError as exc:
+        if warn is None:
+            raise
+        warn.append(str(exc))
+        return None
 
 
 def _date_text(p: _Parts) -> str:
@@ -95,32 +116,62 @@ def _zoned(p: _Parts, zone: ZoneInfo) -> str:
     return f"{text}{sign}{total // 60:02d}:{total % 60:02d}"
 
 
-def to_datetime(text: str, zone: ZoneInfo, path: str) -> str | None:
+_DATETIME_CACHE: dict[tuple[str, str, bool], str] = {}
+
+
+def _cached(text: str, zone: ZoneInfo, instant: bool) -> str | None:
+    key = (text, zone.key, instant)
+    return _DATETIME_CACHE.get(key)
+
+
+def _remember(text: str, zone: ZoneInfo, instant: bool, value: str) -> str:
+    if len(_DATETIME_CACHE) >= 8192:
+        _DATETIME_CACHE.clear()
+    _DATETIME_CACHE[(text, zone.key, instant)] = value
+    return value
+
+
+def to_datetime(
+    text: str, zone: ZoneInfo, path: str, *, warn: list[str] | None = None
+) -> str | None:
     """FHIR ``dateTime`` for a DTM/TS value, at the precision sent; ``None`` when empty."""
     if not text.strip():
         return None
-    p = _parse(text, path)
+    cached = _cached(text, zone, False)
+    if cached is not None:
+        return cached
+    p = _lenient_parse(text, path, warn)
+    if p is None:
+        return None
     if p.hour is None or p.day is None:
-        return _date_text(p)
-    return _zoned(p, zone)
+        return _remember(text, zone, False, _date_text(p))
+    return _remember(text, zone, False, _zoned(p, zone))
 
 
-def to_instant(text: str, zone: ZoneInfo, path: str) -> str | None:
+def to_instant(
+    text: str, zone: ZoneInfo, path: str, *, warn: list[str] | None = None
+) -> str | None:
     """FHIR ``instant``: like :func:`to_datetime`, padded to the second (instant requires it)."""
     if not text.strip():
         return None
-    p = _parse(text, path)
+    cached = _cached(text, zone, True)
+    if cached is not None:
+        return cached
+    p = _lenient_parse(text, path, warn)
+    if p is None:
+        return None
     p.month = p.month or 1
     p.day = p.day or 1
     p.hour = p.hour or 0
-    return _zoned(p, zone)
+    return _remember(text, zone, True, _zoned(p, zone))
 
 
-def to_date(text: str, path: str) -> str | None:
+def to_date(text: str, path: str, *, warn: list[str] | None = None) -> str | None:
     """FHIR ``date``: the calendar date as written (no zone shift), at the precision sent."""
     if not text.strip():
         return None
-    return _date_text(_parse(text, path))
+    p = _lenient_parse(text, path, warn)
+    return _date_text(p) if p is not None else None
 
 
 def has_time(text: str) -> bool:
@@ -128,16 +179,23 @@ def has_time(text: str) -> bool:
     return len(text.strip().split("+")[0].split("-")[0]) > 8
 
 
-def to_time(text: str, path: str) -> str | None:
+def to_time(text: str, path: str, *, warn: list[str] | None = None) -> str | None:
     """FHIR ``time`` (``hh:mm:ss[.s]``) for a TM value; the offset, if any, is dropped."""
     value = text.strip()
     if not value:
         return None
     match = _TM.fullmatch(value)
+    problem = None
     if match is None:
-        raise NormalizeError(path, "not a valid TM (HH[MM[SS[.S]]][+/-ZZZZ])")
+        problem = NormalizeError(path, "not a valid TM (HH[MM[SS[.S]]][+/-ZZZZ])")
+    elif int(match.group(1)) > 23 or int(match.group(2) or 0) > 59 or int(match.group(3) or 0) > 59:
+        problem = NormalizeError(path, "TM is not a real time")
+    if problem is not None:
+        if warn is None:
+            raise problem
+        warn.append(str(problem))
+        return None
+    assert match is not None
     hour, minute, second, fraction = match.groups()
-    if int(hour) > 23 or int(minute or 0) > 59 or int(second or 0) > 59:
-        raise NormalizeError(path, "TM is not a real time")
     out = f"{hour}:{minute or '00'}:{second or '00'}"
     return out + (f".{fraction}" if fraction else "")

@@ -18,9 +18,17 @@ from edge.normalize.v2 import Composite
 __all__ = ["attachment", "reference_pointer"]
 
 _MIME_TYPES: Final = {
-    "PDF": "application/pdf", "RTF": "application/rtf", "HTML": "text/html",
-    "XML": "application/xml", "JPEG": "image/jpeg", "JPG": "image/jpeg", "PNG": "image/png",
-    "TIFF": "image/tiff", "GIF": "image/gif", "TEXT": "text/plain", "TXT": "text/plain",
+    "PDF": "application/pdf",
+    "RTF": "application/rtf",
+    "HTML": "text/html",
+    "XML": "application/xml",
+    "JPEG": "image/jpeg",
+    "JPG": "image/jpeg",
+    "PNG": "image/png",
+    "TIFF": "image/tiff",
+    "GIF": "image/gif",
+    "TEXT": "text/plain",
+    "TXT": "text/plain",
     "OCTET-STREAM": "application/octet-stream",
 }
 _TYPE: Final = re.compile(r"^[A-Za-z]+$")
@@ -32,16 +40,22 @@ def _content_type(kind: str, subtype: str) -> str | None:
     if subtype.upper() in _MIME_TYPES:
         return _MIME_TYPES[subtype.upper()]
     if kind and subtype and _TYPE.match(kind) and _TYPE.match(subtype.replace("-", "")):
-        major = {"AP": "application", "IM": "image", "TX": "text", "AU": "audio",
-                 "VI": "video"}.get(kind.upper(), kind.lower())
+        major = {
+            "AP": "application",
+            "IM": "image",
+            "TX": "text",
+            "AU": "audio",
+            "VI": "video",
+        }.get(kind.upper(), kind.lower())
         return f"{major}/{subtype.lower()}"
     if kind.upper() == "TEXT" or kind.upper() == "TX":
         return "text/plain"
     return None
 
 
-def attachment(v: Composite, path: str) -> dict[str, Any] | None:
-    """An Attachment for an ED; :class:`NormalizeError` when ED-5 does not decode."""
+def attachment(v: Composite, path: str, *, warn: list[str] | None = None) -> dict[str, Any] | None:
+    """An Attachment for an ED; :class:`NormalizeError` when ED-5 does not decode (with
+    ``warn``: reported there, and no attachment)."""
     data, encoding = v[5], v[4].upper()
     if not data:
         return None
@@ -57,7 +71,11 @@ def attachment(v: Composite, path: str) -> dict[str, Any] | None:
         else:
             raw = data.encode("utf-8")
     except (binascii.Error, ValueError):
-        raise NormalizeError(f"{path}.5", f"data does not decode as {encoding or 'A'}") from None
+        problem = NormalizeError(f"{path}.5", f"data does not decode as {encoding or 'A'}")
+        if warn is None:
+            raise problem from None
+        warn.append(str(problem))
+        return None
     out["data"] = base64.b64encode(raw).decode("ascii")
     out["size"] = len(raw)
     return out

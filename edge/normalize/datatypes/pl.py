@@ -35,7 +35,12 @@ def location(conv: Conversion, v: Composite | None) -> dict[str, str] | None:
         resource["description"] = description
     physical = "bd" if v[3] else "ro" if v[2] else None
     if physical:
-        resource["physicalType"] = {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/location-physical-type",
-            "code": physical}]}
+        resource["physicalType"] = {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/location-physical-type",
+                    "code": physical,
+                }
+            ]
+        }
     return {"reference": conv.add(resource)}

@@ -43,7 +43,6 @@ def structured_numeric(v: Composite, units: Composite | None) -> tuple[str, Any]
         if separator == "-":
             return ("Range", {"low": quantity(n1, units), "high": quantity(n2, units)})
         if separator in (":", "/"):
-            return ("Ratio", {"numerator": quantity(n1, units),
-                              "denominator": quantity(n2, None)})
+            return ("Ratio", {"numerator": quantity(n1, units), "denominator": quantity(n2, units)})
     text = _as_string(v)
     return ("String", text) if text else None

@@ -18,7 +18,9 @@ from edge.normalize.v2 import Composite
 __all__ = ["address"]
 
 
-def address(v: Composite | None, zone: ZoneInfo, path: str) -> dict[str, Any] | None:
+def address(
+    v: Composite | None, zone: ZoneInfo, path: str, *, warn: list[str] | None = None
+) -> dict[str, Any] | None:
     """An Address, or ``None`` when XAD carries no address part."""
     if v is None:
         return None
@@ -34,14 +36,19 @@ def address(v: Composite | None, zone: ZoneInfo, path: str) -> dict[str, Any] | 
             out["type"] = type_
     if lines:
         out["line"] = lines
-    for key, value in (("city", v[3]), ("district", v[9]), ("state", v[4]),
-                       ("postalCode", v[5]), ("country", v[6])):
+    for key, value in (
+        ("city", v[3]),
+        ("district", v[9]),
+        ("state", v[4]),
+        ("postalCode", v[5]),
+        ("country", v[6]),
+    ):
         if value:
             out[key] = value
     if not any(k in out for k in ("line", "city", "district", "state", "postalCode", "country")):
         return None
-    start = dtm.to_datetime(v[13] or v.part(12)[1], zone, f"{path}.13")
-    end = dtm.to_datetime(v[14] or v.part(12)[2], zone, f"{path}.14")
+    start = dtm.to_datetime(v[13] or v.part(12)[1], zone, f"{path}.13", warn=warn)
+    end = dtm.to_datetime(v[14] or v.part(12)[2], zone, f"{path}.14", warn=warn)
     if start or end:
         out["period"] = {k: x for k, x in (("start", start), ("end", end)) if x}
     return out

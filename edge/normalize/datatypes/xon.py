@@ -41,7 +41,9 @@ def organization(conv: Conversion, v: Composite | None, path: str) -> dict[str, 
     return {"reference": conv.add(resource)}
 
 
-def organization_from_hd(conv: Conversion, hd: Composite | None, path: str) -> dict[str, str] | None:
+def organization_from_hd(
+    conv: Conversion, hd: Composite | None, path: str
+) -> dict[str, str] | None:
     """An Organization for an HD (MSH-4, a performing facility): HD-1 -> name, HD-2 -> id."""
     if hd is None or not hd:
         return None

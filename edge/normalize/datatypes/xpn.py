@@ -8,16 +8,18 @@ IG's NameType map; XPN-12/13 (else XPN-10, a DR) -> period.
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from edge.normalize.datatypes import dtm
 from edge.normalize.datatypes.cwe import code_from_map
 from edge.normalize.v2 import Composite
-from zoneinfo import ZoneInfo
 
 __all__ = ["human_name", "name_text"]
 
 
-def human_name(v: Composite | None, zone: ZoneInfo, path: str) -> dict[str, Any] | None:
+def human_name(
+    v: Composite | None, zone: ZoneInfo, path: str, *, warn: list[str] | None = None
+) -> dict[str, Any] | None:
     """A HumanName, or ``None`` when XPN carries no name part."""
     if v is None:
         return None
@@ -39,8 +41,8 @@ def human_name(v: Composite | None, zone: ZoneInfo, path: str) -> dict[str, Any]
         out["prefix"] = [prefix]
     if suffixes:
         out["suffix"] = suffixes
-    start = dtm.to_datetime(v[12] or v.part(10)[1], zone, f"{path}.12")
-    end = dtm.to_datetime(v[13] or v.part(10)[2], zone, f"{path}.13")
+    start = dtm.to_datetime(v[12] or v.part(10)[1], zone, f"{path}.12", warn=warn)
+    end = dtm.to_datetime(v[13] or v.part(10)[2], zone, f"{path}.13", warn=warn)
     if start or end:
         out["period"] = {k: x for k, x in (("start", start), ("end", end)) if x}
     return out

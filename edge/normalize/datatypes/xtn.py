@@ -27,7 +27,12 @@ _PHONE_LIKE: Final = re.compile(r"^[\d\s()+\-.xX#*/]+$")
 
 
 def contact_point(
-    v: Composite | None, zone: ZoneInfo, path: str, *, default_use: str | None = None
+    v: Composite | None,
+    zone: ZoneInfo,
+    path: str,
+    *,
+    default_use: str | None = None,
+    warn: list[str] | None = None,
 ) -> dict[str, Any] | None:
     """A ContactPoint, or ``None`` when XTN carries no number or address."""
     if v is None:
@@ -40,19 +45,27 @@ def contact_point(
     else:
         value = v[12] or v[1]
         if not value and local:
-            value = " ".join(p for p in (
-                f"+{country}" if country else "",
-                f"({area})" if area else "",
-                local,
-                f"ext. {extension}" if extension else "",
-            ) if p)
+            value = " ".join(
+                p
+                for p in (
+                    f"+{country}" if country else "",
+                    f"({area})" if area else "",
+                    local,
+                    f"ext. {extension}" if extension else "",
+                )
+                if p
+            )
     if not value:
         return None
     out: dict[str, Any] = {}
     exts = [
         {"url": f"{_EXT}{name}", "valueString": part}
-        for name, part in (("country", country), ("area", area), ("local", local),
-                           ("extension", extension))
+        for name, part in (
+            ("country", country),
+            ("area", area),
+            ("local", local),
+            ("extension", extension),
+        )
         if part and not email
     ]
     if exts:
@@ -75,8 +88,8 @@ def contact_point(
     rank = v[18]
     if rank.isdigit() and int(rank) > 0:
         out["rank"] = int(rank)
-    start = dtm.to_datetime(v[13], zone, f"{path}.13")
-    end = dtm.to_datetime(v[14], zone, f"{path}.14")
+    start = dtm.to_datetime(v[13], zone, f"{path}.13", warn=warn)
+    end = dtm.to_datetime(v[14], zone, f"{path}.14", warn=warn)
     if start or end:
         out["period"] = {k: x for k, x in (("start", start), ("end", end)) if x}
     return out

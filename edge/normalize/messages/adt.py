@@ -19,7 +19,8 @@ __all__ = ["MAPS"]
 MAPS = (
     MessageMap(
         name="ADT",
-        structures=frozenset({"ADT_A01", "ADT_A02", "ADT_A03", "ADT_A05", "ADT_A06",
-                              "ADT_A09", "ADT_A39"}),
+        structures=frozenset(
+            {"ADT_A01", "ADT_A02", "ADT_A03", "ADT_A05", "ADT_A06", "ADT_A09", "ADT_A39"}
+        ),
     ),
 )

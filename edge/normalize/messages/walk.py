@@ -14,10 +14,24 @@ from typing import Any, Final
 
 from edge.er7 import Segment
 from edge.normalize.conversion import Conversion
-from edge.normalize.errors import NormalizeError
 from edge.normalize.messages.base import MessageMap
-from edge.normalize.segments import clinical, in1, mrg, msh, nk1, nte, obr, obx, pid, pv1
-from edge.normalize.segments import rxa, rxo, sch, spm, txa
+from edge.normalize.segments import (
+    clinical,
+    in1,
+    mrg,
+    msh,
+    nk1,
+    nte,
+    obr,
+    obx,
+    pid,
+    pv1,
+    rxa,
+    rxo,
+    sch,
+    spm,
+    txa,
+)
 
 __all__ = ["Z_SEGMENT_URL", "walk"]
 
@@ -25,8 +39,16 @@ Z_SEGMENT_URL: Final = "urn:hie-edge:fhir:StructureDefinition:v2-z-segment"
 
 
 class _State:
-    __slots__ = ("appointment", "document", "group", "immunization", "medication", "orc",
-                 "target", "z_segments")
+    __slots__ = (
+        "appointment",
+        "document",
+        "group",
+        "immunization",
+        "medication",
+        "orc",
+        "target",
+        "z_segments",
+    )
 
     def __init__(self) -> None:
         self.orc: Segment | None = None
@@ -54,7 +76,13 @@ def walk(conv: Conversion, message_map: MessageMap) -> dict[str, Any]:
     if first_pid is not None:
         pid.map_pid(conv, first_pid)
     elif message_map.requires_patient:
-        raise NormalizeError("PID", f"a {conv.structure} message needs a PID segment")
+        # No PID: the records are about someone the message does not identify. They get a
+        # Patient with no identifiers (message-scoped id, no patient key) rather than being
+        # dropped or attached to no one; the store decides what to do with unkeyed records.
+        conv.patient_ref = conv.add(
+            {"resourceType": "Patient", "id": conv.message_scoped_id("Patient", "no-pid")}
+        )
+        conv.warnings.append("PID: segment missing, patient unidentified")
     if first_pv1 is not None:
         pv1.map_pv1(conv, first_pv1)
     has_rxe = "RXE" in message.segment_ids
@@ -62,13 +90,21 @@ def walk(conv: Conversion, message_map: MessageMap) -> dict[str, Any]:
     for seg in segments[1:]:
         _visit(conv, message_map, seg, state, first_pid, first_pv1, has_rxe)
     if state.z_segments:
-        header["extension"] = [{"url": Z_SEGMENT_URL, "valueString": raw}
-                               for raw in state.z_segments]
+        header["extension"] = [
+            {"url": Z_SEGMENT_URL, "valueString": raw} for raw in state.z_segments
+        ]
     return header
 
 
-def _visit(conv: Conversion, message_map: MessageMap, seg: Segment, state: _State,
-           first_pid: Segment | None, first_pv1: Segment | None, has_rxe: bool) -> None:
+def _visit(
+    conv: Conversion,
+    message_map: MessageMap,
+    seg: Segment,
+    state: _State,
+    first_pid: Segment | None,
+    first_pv1: Segment | None,
+    has_rxe: bool,
+) -> None:
     sid = seg.id
     if sid == "PID":
         if seg is not first_pid:
@@ -87,8 +123,12 @@ def _visit(conv: Conversion, message_map: MessageMap, seg: Segment, state: _Stat
         ref = nk1.map_nk1(conv, seg)
         state.target = _resource(conv, ref) if ref else None
     elif sid in ("AL1", "DG1", "PR1", "PRB"):
-        mapper = {"AL1": clinical.map_al1, "DG1": clinical.map_dg1, "PR1": clinical.map_pr1,
-                  "PRB": clinical.map_prb}[sid]
+        mapper = {
+            "AL1": clinical.map_al1,
+            "DG1": clinical.map_dg1,
+            "PR1": clinical.map_pr1,
+            "PRB": clinical.map_prb,
+        }[sid]
         state.target = _resource(conv, mapper(conv, seg))
         if sid == "PRB":
             state.group = None
@@ -111,15 +151,18 @@ def _visit(conv: Conversion, message_map: MessageMap, seg: Segment, state: _Stat
         _visit_obx(conv, message_map, seg, state)
     elif sid == "SPM":
         group = state.group
-        request_ref = (f"ServiceRequest/{group.request['id']}"
-                       if group is not None and group.request is not None else None)
+        request_ref = (
+            f"ServiceRequest/{group.request['id']}"
+            if group is not None and group.request is not None
+            else None
+        )
         key = group.key if group is not None else ("msh", conv.control_id)
-        ref = spm.map_spm(conv, seg, parent_key=key, request=request_ref)
+        specimen_ref = spm.map_spm(conv, seg, parent_key=key, request=request_ref)
         if group is not None:
             for resource in (group.request, group.report):
                 if resource is not None:
-                    resource.setdefault("specimen", []).append(ref)
-        state.target = _resource(conv, ref["reference"])
+                    resource.setdefault("specimen", []).append(specimen_ref)
+        state.target = _resource(conv, specimen_ref["reference"])
     elif sid == "NTE":
         nte.map_nte(conv, seg, state.target)
     elif sid == "RXA":
@@ -138,7 +181,8 @@ def _visit(conv: Conversion, message_map: MessageMap, seg: Segment, state: _Stat
         state.target = state.appointment
     elif sid in ("AIS", "AIL", "AIP"):
         {"AIS": sch.map_ais, "AIL": sch.map_ail, "AIP": sch.map_aip}[sid](
-            conv, seg, state.appointment)
+            conv, seg, state.appointment
+        )
     elif sid.startswith("Z"):
         state.z_segments.append(seg.raw)
 
@@ -155,15 +199,20 @@ def _visit_obx(conv: Conversion, message_map: MessageMap, seg: Segment, state: _
     if group is not None and group.request is not None:
         request_ref = f"ServiceRequest/{group.request['id']}"
         observation = obx.map_obx(
-            conv, seg, parent_key=group.key, effective=group.effective,
+            conv,
+            seg,
+            parent_key=group.key,
+            effective=group.effective,
             based_on=request_ref,
         )
         if group.report is not None:
             group.report.setdefault("result", []).append(
-                {"reference": f"Observation/{observation['id']}"})
+                {"reference": f"Observation/{observation['id']}"}
+            )
         else:
             group.request.setdefault("supportingInfo", []).append(
-                {"reference": f"Observation/{observation['id']}"})
+                {"reference": f"Observation/{observation['id']}"}
+            )
         state.target = observation
         return
     # Not in an order: keyed by the problem it follows (PPR) or the patient, so resending

@@ -36,8 +36,11 @@ def map_al1(conv: Conversion, seg: Segment) -> str:
     code = codeable_concept(allergen, ctx)
     allergy: dict[str, Any] = {
         "resourceType": "AllergyIntolerance",
-        "id": conv.unique_id("AllergyIntolerance", patient,
-                             allergen.text() if allergen is not None else conv.value(seg, 1)),
+        "id": conv.unique_id(
+            "AllergyIntolerance",
+            patient,
+            allergen.text() if allergen is not None else conv.value(seg, 1),
+        ),
         "clinicalStatus": {"coding": [{"system": _CLINICAL, "code": "active"}]},
         "patient": {"reference": patient},
     }
@@ -59,7 +62,7 @@ def map_al1(conv: Conversion, seg: Segment) -> str:
     reactions = [{"text": v.text()} for v in conv.reps(seg, 5) if v.text().strip()]
     if reactions:
         allergy["reaction"] = [{"manifestation": reactions}]
-    onset = dtm.to_datetime(conv.value(seg, 6), ctx.zone, conv.loc(seg, 6))
+    onset = dtm.to_datetime(conv.value(seg, 6), ctx.zone, conv.loc(seg, 6), warn=conv.warnings)
     if onset:
         allergy["onsetDateTime"] = onset
     return conv.add(allergy)
@@ -74,8 +77,11 @@ def map_dg1(conv: Conversion, seg: Segment) -> str:
     if description:
         code = {**(code or {}), "text": (code or {}).get("text", description)}
     identifier = ei.identifier(conv.first(seg, 20), ctx, conv.loc(seg, 20))
-    key = (identifier["value"],) if identifier else (
-        diagnosis.text() if diagnosis is not None else description, conv.value(seg, 6))
+    key = (
+        (identifier["value"],)
+        if identifier
+        else (diagnosis.text() if diagnosis is not None else description, conv.value(seg, 6))
+    )
     condition: dict[str, Any] = {
         "resourceType": "Condition",
         "id": conv.unique_id("Condition", patient, *key),
@@ -83,20 +89,26 @@ def map_dg1(conv: Conversion, seg: Segment) -> str:
     if identifier:
         condition["identifier"] = [identifier]
     if conv.value(seg, 21).upper() == "D":
-        condition["verificationStatus"] = {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
-            "code": "entered-in-error"}]}
-    condition["category"] = [{"coding": [{"system": _CONDITION_CATEGORY,
-                                          "code": "encounter-diagnosis"}]}]
+        condition["verificationStatus"] = {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                    "code": "entered-in-error",
+                }
+            ]
+        }
+    condition["category"] = [
+        {"coding": [{"system": _CONDITION_CATEGORY, "code": "encounter-diagnosis"}]}
+    ]
     if code:
         condition["code"] = code
     condition["subject"] = {"reference": patient}
     if conv.encounter_ref:
         condition["encounter"] = {"reference": conv.encounter_ref}
-    onset = dtm.to_datetime(conv.value(seg, 5), ctx.zone, conv.loc(seg, 5))
+    onset = dtm.to_datetime(conv.value(seg, 5), ctx.zone, conv.loc(seg, 5), warn=conv.warnings)
     if onset:
         condition["onsetDateTime"] = onset
-    recorded = dtm.to_datetime(conv.value(seg, 19), ctx.zone, conv.loc(seg, 19))
+    recorded = dtm.to_datetime(conv.value(seg, 19), ctx.zone, conv.loc(seg, 19), warn=conv.warnings)
     if recorded:
         condition["recordedDate"] = recorded
     asserter = xcn.practitioner(conv, conv.first(seg, 16), conv.loc(seg, 16))
@@ -116,9 +128,9 @@ def map_pr1(conv: Conversion, seg: Segment) -> str:
     when = conv.value(seg, 5)
     procedure: dict[str, Any] = {
         "resourceType": "Procedure",
-        "id": conv.unique_id("Procedure", patient,
-                             procedure_code.text() if procedure_code is not None else "",
-                             when),
+        "id": conv.unique_id(
+            "Procedure", patient, procedure_code.text() if procedure_code is not None else "", when
+        ),
         "status": "completed",
     }
     identifier = ei.identifier(conv.first(seg, 19), ctx, conv.loc(seg, 19))
@@ -129,7 +141,7 @@ def map_pr1(conv: Conversion, seg: Segment) -> str:
     procedure["subject"] = {"reference": patient}
     if conv.encounter_ref:
         procedure["encounter"] = {"reference": conv.encounter_ref}
-    performed = dtm.to_datetime(when, ctx.zone, conv.loc(seg, 5))
+    performed = dtm.to_datetime(when, ctx.zone, conv.loc(seg, 5), warn=conv.warnings)
     if performed:
         procedure["performedDateTime"] = performed
     performers = []
@@ -139,8 +151,12 @@ def map_pr1(conv: Conversion, seg: Segment) -> str:
             if actor is not None:
                 performer: dict[str, Any] = {"actor": actor}
                 if function:
-                    performer = {"function": {"coding": [{"system": "http://snomed.info/sct",
-                                                           "code": function}]}, **performer}
+                    performer = {
+                        "function": {
+                            "coding": [{"system": "http://snomed.info/sct", "code": function}]
+                        },
+                        **performer,
+                    }
                 performers.append(performer)
     if performers:
         procedure["performer"] = performers
@@ -159,8 +175,12 @@ def map_prb(conv: Conversion, seg: Segment) -> str:
     instance = conv.value(seg, 4)
     condition: dict[str, Any] = {
         "resourceType": "Condition",
-        "id": conv.unique_id("Condition", patient, "problem",
-                             instance or (problem.text() if problem is not None else "")),
+        "id": conv.unique_id(
+            "Condition",
+            patient,
+            "problem",
+            instance or (problem.text() if problem is not None else ""),
+        ),
         "category": [{"coding": [{"system": _CONDITION_CATEGORY, "code": "problem-list-item"}]}],
     }
     if instance:
@@ -169,10 +189,10 @@ def map_prb(conv: Conversion, seg: Segment) -> str:
     if code:
         condition["code"] = code
     condition["subject"] = {"reference": patient}
-    recorded = dtm.to_datetime(conv.value(seg, 7), ctx.zone, conv.loc(seg, 7))
+    recorded = dtm.to_datetime(conv.value(seg, 7), ctx.zone, conv.loc(seg, 7), warn=conv.warnings)
     if recorded:
         condition["recordedDate"] = recorded
-    onset = dtm.to_datetime(conv.value(seg, 16), ctx.zone, conv.loc(seg, 16))
+    onset = dtm.to_datetime(conv.value(seg, 16), ctx.zone, conv.loc(seg, 16), warn=conv.warnings)
     if onset:
         condition["onsetDateTime"] = onset
     return conv.add(condition)

@@ -26,13 +26,17 @@ def map_in1(conv: Conversion, seg: Segment) -> str:
     policy = conv.value(seg, 36)
     coverage: dict[str, Any] = {
         "resourceType": "Coverage",
-        "id": conv.unique_id("Coverage", conv.patient_ref, plan.text() if plan else "", policy,
-                             "" if plan or policy else conv.value(seg, 1)),
+        "id": conv.unique_id(
+            "Coverage",
+            conv.patient_ref,
+            plan.text() if plan else "",
+            policy,
+            "" if plan or policy else conv.value(seg, 1),
+        ),
         "status": "active",
     }
     if plan is not None and plan[1]:
-        coverage["identifier"] = [{"system": ctx.facility_system("health-plan"),
-                                   "value": plan[1]}]
+        coverage["identifier"] = [{"system": ctx.facility_system("health-plan"), "value": plan[1]}]
     type_ = codeable_concept(conv.first(seg, 15), ctx)
     if type_:
         coverage["type"] = type_
@@ -42,8 +46,8 @@ def map_in1(conv: Conversion, seg: Segment) -> str:
     relationship = codeable_concept(conv.first(seg, 17), ctx, concept_map="Relationship")
     if relationship:
         coverage["relationship"] = relationship
-    start = dtm.to_datetime(conv.value(seg, 12), zone, conv.loc(seg, 12))
-    end = dtm.to_datetime(conv.value(seg, 13), zone, conv.loc(seg, 13))
+    start = dtm.to_datetime(conv.value(seg, 12), zone, conv.loc(seg, 12), warn=conv.warnings)
+    end = dtm.to_datetime(conv.value(seg, 13), zone, conv.loc(seg, 13), warn=conv.warnings)
     if start or end:
         coverage["period"] = {k: x for k, x in (("start", start), ("end", end)) if x}
     payor = xon.organization(conv, conv.first(seg, 4), conv.loc(seg, 4))

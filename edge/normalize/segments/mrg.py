@@ -24,9 +24,21 @@ def map_mrg(conv: Conversion, seg: Segment, survivor_ref: str | None) -> str:
         raise NormalizeError(conv.loc(seg), "merge without a surviving patient (PID missing)")
     msh = conv.message.segments("MSH")[0]
     default_authority = conv.first(msh, 4)
-    identifiers = [i for i in (
-        cx.identifier(v, conv.ctx, conv.loc(seg, n), default_authority=default_authority)
-        for n in (1, 4) for v in conv.reps(seg, n)) if i]
+    identifiers = [
+        i
+        for i in (
+            cx.identifier(
+                v,
+                conv.ctx,
+                conv.loc(seg, n),
+                default_authority=default_authority,
+                warn=conv.warnings,
+            )
+            for n in (1, 4)
+            for v in conv.reps(seg, n)
+        )
+        if i
+    ]
     if not identifiers:
         raise NormalizeError(conv.loc(seg, 1), "prior patient identifier list is empty")
     survivor_key = conv.patient_key

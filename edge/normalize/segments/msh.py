@@ -37,8 +37,9 @@ def map_msh(conv: Conversion, seg: Segment) -> dict[str, Any]:
     header = conv.header
     message_header: dict[str, Any] = {
         "resourceType": "MessageHeader",
-        "id": conv.make_id("MessageHeader", header.sending_facility, conv.control_id,
-                           header.message_datetime),
+        "id": conv.make_id(
+            "MessageHeader", header.sending_facility, conv.control_id, header.message_datetime
+        ),
         "meta": {"tag": [{"system": _V2_MESSAGE_TYPE, "code": header.message_code}]},
         "eventCoding": {"system": _V2_EVENT, "code": header.trigger_event or "UNK"},
     }
@@ -61,30 +62,57 @@ def map_msh(conv: Conversion, seg: Segment) -> dict[str, Any]:
 
 def provenance(conv: Conversion, targets: list[str]) -> dict[str, Any]:
     """The Provenance of this conversion: what came from message MSH-10, and who sent it."""
-    recorded = dtm.to_instant(conv.header.message_datetime, conv.ctx.zone, "MSH-7")
-    sender = conv.header.sending_facility.split(conv.delimiters.component)[0] or \
-        conv.header.sending_application.split(conv.delimiters.component)[0]
-    return {
+    recorded = dtm.to_instant(
+        conv.header.message_datetime, conv.ctx.zone, "MSH-7", warn=conv.warnings
+    )
+    sender = (
+        conv.header.sending_facility.split(conv.delimiters.component)[0]
+        or conv.header.sending_application.split(conv.delimiters.component)[0]
+    )
+    out: dict[str, Any] = {
         "resourceType": "Provenance",
-        "id": conv.make_id("Provenance", conv.header.sending_facility, conv.control_id,
-                           conv.header.message_datetime),
+        "id": conv.make_id(
+            "Provenance",
+            conv.header.sending_facility,
+            conv.control_id,
+            conv.header.message_datetime,
+        ),
         "meta": {"source": conv.source},
         "target": [{"reference": ref} for ref in targets],
         "recorded": recorded,
-        "activity": {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
-            "code": "UPDATE" if conv.header.trigger_event in ("A08", "A31") else "CREATE"}]},
-        "agent": [{
-            "type": {"coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-                "code": "author"}]},
-            "who": {"display": sender or "unknown sender"},
-        }],
-        "entity": [{
-            "role": "source",
-            "what": {"identifier": {"system": conv.ctx.source_uri,
-                                    "value": conv.control_id},
-                     "display": f"HL7v2 {conv.header.message_code}^"
-                                f"{conv.header.trigger_event} message"},
-        }],
+        "activity": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
+                    "code": "UPDATE" if conv.header.trigger_event in ("A08", "A31") else "CREATE",
+                }
+            ]
+        },
+        "agent": [
+            {
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                            "code": "author",
+                        }
+                    ]
+                },
+                "who": {"display": sender or "unknown sender"},
+            }
+        ],
+        "entity": [
+            {
+                "role": "source",
+                "what": {
+                    "identifier": {"system": conv.ctx.source_uri, "value": conv.control_id},
+                    "display": f"HL7v2 {conv.header.message_code}^"
+                    f"{conv.header.trigger_event} message",
+                },
+            }
+        ],
     }
+    if recorded is None:
+        del out["recorded"]
+        conv.absent(out, "_recorded", "MSH-7", "message date/time is empty or invalid")
+    return out

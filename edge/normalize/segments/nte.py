@@ -13,10 +13,19 @@ from edge.normalize.datatypes.xpn import name_text
 
 __all__ = ["annotation", "map_nte"]
 
-_NOTE_ELEMENT = {"Observation": "note", "ServiceRequest": "note", "DiagnosticReport": None,
-                 "Immunization": "note", "MedicationRequest": "note", "Procedure": "note",
-                 "AllergyIntolerance": "note", "Condition": "note", "Specimen": "note",
-                 "Appointment": "comment", "Encounter": None}
+_NOTE_ELEMENT = {
+    "Observation": "note",
+    "ServiceRequest": "note",
+    "DiagnosticReport": None,
+    "Immunization": "note",
+    "MedicationRequest": "note",
+    "Procedure": "note",
+    "AllergyIntolerance": "note",
+    "Condition": "note",
+    "Specimen": "note",
+    "Appointment": "comment",
+    "Encounter": None,
+}
 
 
 def annotation(conv: Conversion, seg: Segment) -> dict[str, Any] | None:
@@ -31,7 +40,7 @@ def annotation(conv: Conversion, seg: Segment) -> dict[str, Any] | None:
         name = name_text(author.tail(2))
         if name:
             note["authorString"] = name
-    time = dtm.to_datetime(conv.value(seg, 6), conv.ctx.zone, conv.loc(seg, 6))
+    time = dtm.to_datetime(conv.value(seg, 6), conv.ctx.zone, conv.loc(seg, 6), warn=conv.warnings)
     if time:
         note["time"] = time
     note["text"] = text

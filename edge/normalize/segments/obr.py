@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from edge.er7 import Segment
 from edge.normalize.conversion import Conversion
-from edge.normalize.datatypes import dtm, ei, xcn
+from edge.normalize.datatypes import cx, dtm, ei, xcn
 from edge.normalize.datatypes.cwe import code_from_map, codeable_concept
 from edge.normalize.errors import NormalizeError
 from edge.normalize.segments.orc import apply_orc, order_status
@@ -24,9 +24,20 @@ from edge.normalize.v2 import Composite
 
 __all__ = ["OrderGroup", "map_obr", "order_key"]
 
-_REPORT_STATUS: Final = frozenset({"registered", "partial", "preliminary", "final", "amended",
-                                   "corrected", "appended", "cancelled", "entered-in-error",
-                                   "unknown"})
+_REPORT_STATUS: Final = frozenset(
+    {
+        "registered",
+        "partial",
+        "preliminary",
+        "final",
+        "amended",
+        "corrected",
+        "appended",
+        "cancelled",
+        "entered-in-error",
+        "unknown",
+    }
+)
 
 
 @dataclass
@@ -61,8 +72,6 @@ def map_obr(conv: Conversion, obr: Segment, orc: Segment | None, *, report: bool
     key = order_key(conv, obr, orc)
     service = _first_composite(conv, obr, 4)
     code = codeable_concept(service, ctx)
-    if code is None:
-        raise NormalizeError(conv.loc(obr, 4), "universal service identifier is empty")
     service_code = (service[1], service[3]) if service is not None else ("", "")
     id_parts = key or ("msh", conv.header.sending_facility, conv.control_id, str(obr.index))
     identifiers = []
@@ -70,6 +79,10 @@ def map_obr(conv: Conversion, obr: Segment, orc: Segment | None, *, report: bool
         ident = ei.identifier(conv.first(obr, n), ctx, conv.loc(obr, n), type_code=type_code)
         if ident is not None:
             identifiers.append(ident)
+    for v in conv.reps(obr, 53):  # OBR-53 alternate placer order number (CX)
+        alternate = cx.identifier(v, ctx, conv.loc(obr, 53), warn=conv.warnings)
+        if alternate is not None:
+            identifiers.append(alternate)
     group = OrderGroup(key=id_parts, orc=orc)
     request: dict[str, Any] = {
         "resourceType": "ServiceRequest",
@@ -79,7 +92,8 @@ def map_obr(conv: Conversion, obr: Segment, orc: Segment | None, *, report: bool
     }
     if identifiers:
         request["identifier"] = list(identifiers)
-    request["code"] = code
+    if code is not None:
+        request["code"] = code
     request["subject"] = _subject(conv, obr)
     if conv.encounter_ref:
         request["encounter"] = {"reference": conv.encounter_ref}
@@ -93,8 +107,8 @@ def map_obr(conv: Conversion, obr: Segment, orc: Segment | None, *, report: bool
         request["reasonCode"] = reasons
     request_ref = conv.add(request)
     group.request = request
-    start = dtm.to_datetime(conv.value(obr, 7), zone, conv.loc(obr, 7))
-    end = dtm.to_datetime(conv.value(obr, 8), zone, conv.loc(obr, 8))
+    start = dtm.to_datetime(conv.value(obr, 7), zone, conv.loc(obr, 7), warn=conv.warnings)
+    end = dtm.to_datetime(conv.value(obr, 8), zone, conv.loc(obr, 8), warn=conv.warnings)
     group.effective = start
     if not report:
         return group
@@ -102,8 +116,11 @@ def map_obr(conv: Conversion, obr: Segment, orc: Segment | None, *, report: bool
     result_status = conv.value(obr, 25)
     if result_status:
         mapped = code_from_map(result_status, "ResultStatus[Non-Queries]")
-        status = mapped if mapped in _REPORT_STATUS else {"A": "partial"}.get(
-            result_status.upper(), "unknown")
+        status = (
+            mapped
+            if mapped in _REPORT_STATUS
+            else {"A": "partial"}.get(result_status.upper(), "unknown")
+        )
     diagnostic: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "id": conv.unique_id("DiagnosticReport", *id_parts, *service_code),
@@ -111,14 +128,22 @@ def map_obr(conv: Conversion, obr: Segment, orc: Segment | None, *, report: bool
         "status": status,
     }
     if identifiers:
-        diagnostic["identifier"] = [i for i in identifiers
-                                    if i["type"]["coding"][0]["code"] == "FILL"] or identifiers
-    category = codeable_concept(conv.first(obr, 24), ctx,
-                                concept_map="DiagnosticServiceSectionID",
-                                default_system="http://terminology.hl7.org/CodeSystem/v2-0074")
+        diagnostic["identifier"] = [
+            i for i in identifiers
+            if i.get("type", {}).get("coding", [{}])[0].get("code") == "FILL"
+        ] or identifiers
+    category = codeable_concept(
+        conv.first(obr, 24),
+        ctx,
+        concept_map="DiagnosticServiceSectionID",
+        default_system="http://terminology.hl7.org/CodeSystem/v2-0074",
+    )
     if category:
         diagnostic["category"] = [category]
-    diagnostic["code"] = code
+    if code is not None:
+        diagnostic["code"] = code
+    else:  # DiagnosticReport.code is 1..1; OBR-4 is required in v2 too, but was not sent
+        conv.absent(diagnostic, "code", conv.loc(obr, 4), "universal service identifier is empty")
     diagnostic["subject"] = request["subject"]
     if conv.encounter_ref:
         diagnostic["encounter"] = {"reference": conv.encounter_ref}
@@ -126,7 +151,7 @@ def map_obr(conv: Conversion, obr: Segment, orc: Segment | None, *, report: bool
         diagnostic["effectivePeriod"] = {"start": start, "end": end}
     elif start:
         diagnostic["effectiveDateTime"] = start
-    issued = dtm.to_instant(conv.value(obr, 22), zone, conv.loc(obr, 22))
+    issued = dtm.to_instant(conv.value(obr, 22), zone, conv.loc(obr, 22), warn=conv.warnings)
     if issued:
         diagnostic["issued"] = issued
     interpreter = conv.first(obr, 32)

@@ -24,20 +24,37 @@ from typing import Any, Final
 
 from edge.er7 import Segment
 from edge.normalize.conversion import Conversion
-from edge.normalize.datatypes import dtm, ed, nm, sn, xcn, xon
+from edge.normalize.datatypes import dtm, ed, ei, nm, sn, xcn, xon
 from edge.normalize.datatypes.cwe import code_from_map, codeable_concept
 from edge.normalize.errors import NormalizeError
-from edge.normalize.v2 import Composite
 
 __all__ = ["map_obx", "observation_value"]
 
-_STATUS_FALLBACK: Final = {"I": "registered", "O": "registered", "R": "preliminary",
-                           "S": "preliminary", "X": "cancelled", "W": "entered-in-error",
-                           "U": "final", "B": "amended", "N": "final"}
-_OBS_STATUS: Final = frozenset({"registered", "preliminary", "final", "amended", "corrected",
-                                "cancelled", "entered-in-error", "unknown"})
+_STATUS_FALLBACK: Final = {
+    "I": "registered",
+    "O": "registered",
+    "R": "preliminary",
+    "S": "preliminary",
+    "X": "cancelled",
+    "W": "entered-in-error",
+    "U": "final",
+    "B": "amended",
+    "N": "final",
+}
+_OBS_STATUS: Final = frozenset(
+    {
+        "registered",
+        "preliminary",
+        "final",
+        "amended",
+        "corrected",
+        "cancelled",
+        "entered-in-error",
+        "unknown",
+    }
+)
 _CODED: Final = frozenset({"CWE", "CE", "CNE", "CF", "IS", "ID", "CV", "CN"})
-_TEXT: Final = frozenset({"ST", "TX", "FT", "GTS", "VR"})
+_TEXT: Final = frozenset({"ST", "TX", "FT", "GTS"})
 _R5_VALUE: Final = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value"
 _COMPARATOR_NM: Final = re.compile(r"^\s*(<=|>=|<|>)\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*$")
 _CATEGORY: Final = "http://terminology.hl7.org/CodeSystem/observation-category"
@@ -72,21 +89,30 @@ def observation_value(conv: Conversion, seg: Segment, value_type: str) -> dict[s
     units = conv.first(seg, 6)
     kind = value_type.upper()
     if kind == "NM":
-        number = nm.parse_number(v[1]) if len(v) == 1 or not any(v[i] for i in range(2, 5)) \
-            else None
+        number = (
+            nm.parse_number(v[1]) if len(v) == 1 or not any(v[i] for i in range(2, 5)) else None
+        )
         if number is not None:
             return {"valueQuantity": nm.quantity(number, units)}
         match = _COMPARATOR_NM.match(v.text())
         if match is not None:
             parsed = nm.parse_number(match.group(2))
             assert parsed is not None
-            quantity = nm.quantity(parsed, units)
-            return {"valueQuantity": {"value": quantity.pop("value"),
-                                      "comparator": match.group(1), **quantity}}
+            bounded = nm.quantity(parsed, units)
+            return {
+                "valueQuantity": {
+                    "value": bounded.pop("value"),
+                    "comparator": match.group(1),
+                    **bounded,
+                }
+            }
         return {"valueString": _text_value(conv, seg)}
     if kind == "SN":
         result = sn.structured_numeric(v, units)
         return {f"value{result[0]}": result[1]} if result else {}
+    if kind == "VR":  # value range: OBX-5.1 "-" OBX-5.2 (IG OBX[Observation])
+        text = "-".join(p for p in (v[1], v[2]) if p)
+        return {"valueString": text} if text else {}
     if kind in _TEXT:
         text = _text_value(conv, seg)
         return {"valueString": text} if text else {}
@@ -98,25 +124,26 @@ def observation_value(conv: Conversion, seg: Segment, value_type: str) -> dict[s
                 concept.setdefault("coding", []).extend(more["coding"])
         return {"valueCodeableConcept": concept} if concept else {}
     if kind in ("DT", "DTM", "TS"):
-        value = dtm.to_datetime(v[1], conv.ctx.zone, path)
+        value = dtm.to_datetime(v[1], conv.ctx.zone, path, warn=conv.warnings)
         return {"valueDateTime": value} if value else {}
     if kind == "TM":
-        value = dtm.to_time(v[1], path)
+        value = dtm.to_time(v[1], path, warn=conv.warnings)
         return {"valueTime": value} if value else {}
     if kind == "DR":
-        start = dtm.to_datetime(v.part(1)[1], conv.ctx.zone, f"{path}.1")
-        end = dtm.to_datetime(v.part(2)[1], conv.ctx.zone, f"{path}.2")
+        start = dtm.to_datetime(v.part(1)[1], conv.ctx.zone, f"{path}.1", warn=conv.warnings)
+        end = dtm.to_datetime(v.part(2)[1], conv.ctx.zone, f"{path}.2", warn=conv.warnings)
         period = {k: x for k, x in (("start", start), ("end", end)) if x}
         return {"valuePeriod": period} if period else {}
     if kind == "NR":
-        low, high = nm.parse_number(v[1]) if v[1] else None, nm.parse_number(v[2]) if v[2] \
-            else None
+        low, high = nm.parse_number(v[1]) if v[1] else None, nm.parse_number(v[2]) if v[2] else None
         if (v[1] and low is None) or (v[2] and high is None):
             raise NormalizeError(path, "NR bounds must be numbers")
         bounds = {k: {"value": x} for k, x in (("low", low), ("high", high)) if x is not None}
         return {"valueRange": bounds} if bounds else {}
     if kind in ("ED", "RP"):
-        attachment = ed.attachment(v, path) if kind == "ED" else ed.reference_pointer(v)
+        attachment = (
+            ed.attachment(v, path, warn=conv.warnings) if kind == "ED" else ed.reference_pointer(v)
+        )
         if attachment is None:
             return {}
         return {"extension": [{"url": _R5_VALUE, "valueAttachment": attachment}]}
@@ -145,30 +172,42 @@ def map_obx(
     ctx, zone = conv.ctx, conv.ctx.zone
     code_value = conv.first(seg, 3)
     code = codeable_concept(code_value, ctx)
-    if code is None or code_value is None:
-        raise NormalizeError(conv.loc(seg, 3), "observation identifier is empty")
+    code_key = (code_value[1] or code_value[2], code_value[3]) if code_value else ("", "")
     sub_id = conv.value(seg, 4)
     observation: dict[str, Any] = {
         "resourceType": "Observation",
-        "id": conv.unique_id("Observation", *parent_key, code_value[1] or code_value[2],
-                             code_value[3], sub_id),
+        "id": conv.unique_id("Observation", *parent_key, *code_key, sub_id),
         "status": observation_status(conv.value(seg, 11)),
     }
+    instance = ei.identifier(conv.first(seg, 21), ctx, conv.loc(seg, 21), type_code="FILL")
+    if instance is not None:
+        observation["identifier"] = [instance]
     if based_on:
         observation["basedOn"] = [{"reference": based_on}]
     if part_of:
         observation["partOf"] = [{"reference": part_of}]
     category = conv.value(seg, 29)
     if category:
-        observation["category"] = [{"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/v2-0936", "code": category}]}]
-    observation["code"] = code
+        observation["category"] = [
+            {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/v2-0936", "code": category}
+                ]
+            }
+        ]
+    if code is not None:
+        observation["code"] = code
+    else:  # Observation.code is 1..1: keep the value, mark the code absent
+        conv.absent(observation, "code", conv.loc(seg, 3), "observation identifier is empty")
     subject = conv.subject()
     if subject:
         observation["subject"] = subject
     if conv.encounter_ref:
         observation["encounter"] = {"reference": conv.encounter_ref}
-    when = dtm.to_datetime(conv.value(seg, 14), zone, conv.loc(seg, 14)) or effective
+    when = (
+        dtm.to_datetime(conv.value(seg, 14), zone, conv.loc(seg, 14), warn=conv.warnings)
+        or effective
+    )
     if when:
         observation["effectiveDateTime"] = when
     performers = []
@@ -187,11 +226,21 @@ def map_obx(
     if extensions:
         observation["extension"] = extensions
     if conv.value(seg, 11).upper() == "N" and not value:
-        observation["dataAbsentReason"] = {"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
-            "code": "not-asked"}]}
-    interpretations = [c for c in (codeable_concept(v, ctx, concept_map="InterpretationCodes")
-                                   for v in conv.reps(seg, 8)) if c]
+        observation["dataAbsentReason"] = {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
+                    "code": "not-asked",
+                }
+            ]
+        }
+    interpretations = [
+        c
+        for c in (
+            codeable_concept(v, ctx, concept_map="InterpretationCodes") for v in conv.reps(seg, 8)
+        )
+        if c
+    ]
     if interpretations:
         observation["interpretation"] = interpretations
     method = codeable_concept(conv.first(seg, 17), ctx)
@@ -205,5 +254,3 @@ def map_obx(
         observation["referenceRange"] = [{"text": reference_range}]
     conv.add(observation)
     return observation
-
-

@@ -14,7 +14,7 @@ from edge.normalize.conversion import Conversion
 from edge.normalize.datatypes import dtm, ei, xcn
 from edge.normalize.datatypes.cwe import code_from_map
 
-__all__ = ["order_status", "apply_orc"]
+__all__ = ["apply_orc", "order_status"]
 
 _REQUEST_STATUS = frozenset(
     {"draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"}
@@ -25,8 +25,10 @@ def order_status(conv: Conversion, orc: Segment | None) -> str:
     """ServiceRequest.status from ORC-5, else ORC-1; ``unknown`` when neither maps."""
     if orc is None:
         return "unknown"
-    for code, concept_map in ((conv.value(orc, 5), "OrderStatus"),
-                              (conv.value(orc, 1), "OrderControlCode[ServiceRequest.status]")):
+    for code, concept_map in (
+        (conv.value(orc, 5), "OrderStatus"),
+        (conv.value(orc, 1), "OrderControlCode[ServiceRequest.status]"),
+    ):
         mapped = code_from_map(code, concept_map) if code else None
         if mapped in _REQUEST_STATUS:
             return mapped
@@ -48,7 +50,7 @@ def apply_orc(conv: Conversion, orc: Segment, request: dict[str, Any]) -> None:
     group = ei.identifier(conv.first(orc, 4), ctx, conv.loc(orc, 4), type_code="PGN")
     if group is not None:
         request["requisition"] = group
-    authored = dtm.to_datetime(conv.value(orc, 9), ctx.zone, conv.loc(orc, 9))
+    authored = dtm.to_datetime(conv.value(orc, 9), ctx.zone, conv.loc(orc, 9), warn=conv.warnings)
     if authored:
         request.setdefault("authoredOn", authored)
     if "requester" not in request:

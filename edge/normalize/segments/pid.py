@@ -21,7 +21,6 @@ from edge.er7 import Segment
 from edge.normalize.conversion import Conversion
 from edge.normalize.datatypes import cx, dtm, xad, xpn, xtn
 from edge.normalize.datatypes.cwe import code_from_map, codeable_concept
-from edge.normalize.errors import NormalizeError
 
 __all__ = ["map_pid", "patient_id_for"]
 
@@ -31,15 +30,42 @@ _CDCREC: Final = "urn:oid:2.16.840.1.113883.6.238"
 # US Core race/ethnicity OMB categories (CDC Race & Ethnicity code set 1.0); legacy text
 # codes some senders use are read too (IZ Gateway golden messages send "ASIAN").
 _OMB_RACE: Final = {
-    "1002-5": "American Indian or Alaska Native", "2028-9": "Asian",
-    "2054-5": "Black or African American", "2076-8": "Native Hawaiian or Other Pacific Islander",
+    "1002-5": "American Indian or Alaska Native",
+    "2028-9": "Asian",
+    "2054-5": "Black or African American",
+    "2076-8": "Native Hawaiian or Other Pacific Islander",
     "2106-3": "White",
 }
-_LEGACY_RACE: Final = {"ASIAN": "2028-9", "WHITE": "2106-3", "BLACK": "2054-5", "W": "2106-3",
-                       "B": "2054-5", "A": "2028-9", "I": "1002-5"}
+_LEGACY_RACE: Final = {
+    "ASIAN": "2028-9",
+    "WHITE": "2106-3",
+    "BLACK": "2054-5",
+    "W": "2106-3",
+    "B": "2054-5",
+    "A": "2028-9",
+    "I": "1002-5",
+}
+_GENDER_WORDS: Final = frozenset({"male", "female", "other", "unknown"})
 _OMB_ETHNICITY: Final = {"2135-2": "Hispanic or Latino", "2186-5": "Not Hispanic or Latino"}
-_LEGACY_ETHNICITY: Final = {"H": "2135-2", "N": "2186-5", "HISPANIC": "2135-2",
-                            "NOT HISPANIC": "2186-5", "NON HISPANIC": "2186-5"}
+_LEGACY_ETHNICITY: Final = {
+    "H": "2135-2",
+    "N": "2186-5",
+    "HISPANIC": "2135-2",
+    "NOT HISPANIC": "2186-5",
+    "NON HISPANIC": "2186-5",
+}
+
+
+def administrative_gender(conv: Conversion, sex: str, path: str) -> str | None:
+    """Patient.gender for a table-0001 code (AdministrativeSex map). Senders also write the
+    word (``female``); anything else is dropped with a warning: gender has a required
+    binding, and guessing ``unknown`` would state something the sender did not."""
+    gender = code_from_map(sex.upper(), "AdministrativeSex")
+    if gender is None and sex.lower() in _GENDER_WORDS:
+        gender = sex.lower()
+    if gender is None:
+        conv.warnings.append(f"{path}: administrative sex not in table 0001")
+    return gender
 
 
 def patient_id_for(conv: Conversion, identifiers: list[dict[str, Any]]) -> str | None:
@@ -47,24 +73,32 @@ def patient_id_for(conv: Conversion, identifiers: list[dict[str, Any]]) -> str |
     if not identifiers:
         return None
     primary = next(
-        (i for i in identifiers
-         if any(c.get("code") == "MR" for c in i.get("type", {}).get("coding", []))),
+        (
+            i
+            for i in identifiers
+            if any(c.get("code") == "MR" for c in i.get("type", {}).get("coding", []))
+        ),
         identifiers[0],
     )
     conv.patient_key = f"{primary['system']}|{primary['value']}"
     return conv.make_id("Patient", primary["system"], primary["value"])
 
 
-def _omb_extension(url: str, reps: list[Any], omb: dict[str, str],
-                   legacy: dict[str, str]) -> dict[str, Any] | None:
+def _omb_extension(
+    url: str, reps: list[Any], omb: dict[str, str], legacy: dict[str, str]
+) -> dict[str, Any] | None:
     parts: list[dict[str, Any]] = []
     texts: list[str] = []
     for v in reps:
         code = v[1]
         cdc = code if code in omb else legacy.get(code.upper()) or legacy.get(v[2].upper())
         if cdc:
-            parts.append({"url": "ombCategory", "valueCoding": {
-                "system": _CDCREC, "code": cdc, "display": omb[cdc]}})
+            parts.append(
+                {
+                    "url": "ombCategory",
+                    "valueCoding": {"system": _CDCREC, "code": cdc, "display": omb[cdc]},
+                }
+            )
         elif code and (v[3].upper() == "CDCREC" or "-" in code):
             parts.append({"url": "detailed", "valueCoding": {"system": _CDCREC, "code": code}})
         text = v[2] or code
@@ -85,14 +119,24 @@ def map_pid(conv: Conversion, seg: Segment) -> str:
     identifiers: list[dict[str, Any]] = []
     for n in (3, 2, 4):
         for i, v in enumerate(conv.reps(seg, n), 1):
-            ident = cx.identifier(v, ctx, f"{conv.loc(seg, n)}[{i}]" if i > 1 else
-                                  conv.loc(seg, n), default_authority=default_authority)
+            ident = cx.identifier(
+                v,
+                ctx,
+                f"{conv.loc(seg, n)}[{i}]" if i > 1 else conv.loc(seg, n),
+                default_authority=default_authority,
+                warn=conv.warnings,
+            )
             if ident is not None:
                 identifiers.append(ident)
     ssn = conv.value(seg, 19)
     if ssn:
-        identifiers.append({"type": {"coding": [{"system": cx.V2_0203, "code": "SS"}]},
-                            "system": "http://hl7.org/fhir/sid/us-ssn", "value": ssn})
+        identifiers.append(
+            {
+                "type": {"coding": [{"system": cx.V2_0203, "code": "SS"}]},
+                "system": "http://hl7.org/fhir/sid/us-ssn",
+                "value": ssn,
+            }
+        )
     patient_id = patient_id_for(conv, identifiers)
     patient["id"] = patient_id or conv.message_scoped_id("Patient", str(seg.index))
     if identifiers:
@@ -101,12 +145,12 @@ def map_pid(conv: Conversion, seg: Segment) -> str:
     maiden = conv.first(seg, 6)
     if maiden is not None and maiden[1]:
         extensions.append({"url": f"{_SD}patient-mothersMaidenName", "valueString": maiden[1]})
-    race = _omb_extension(f"{_US_CORE}us-core-race", conv.reps(seg, 10), _OMB_RACE,
-                          _LEGACY_RACE)
+    race = _omb_extension(f"{_US_CORE}us-core-race", conv.reps(seg, 10), _OMB_RACE, _LEGACY_RACE)
     if race:
         extensions.append(race)
-    ethnicity = _omb_extension(f"{_US_CORE}us-core-ethnicity", conv.reps(seg, 22),
-                               _OMB_ETHNICITY, _LEGACY_ETHNICITY)
+    ethnicity = _omb_extension(
+        f"{_US_CORE}us-core-ethnicity", conv.reps(seg, 22), _OMB_ETHNICITY, _LEGACY_ETHNICITY
+    )
     if ethnicity:
         extensions.append(ethnicity)
     religion = codeable_concept(conv.first(seg, 17), ctx, concept_map="Religion")
@@ -114,12 +158,13 @@ def map_pid(conv: Conversion, seg: Segment) -> str:
         extensions.append({"url": f"{_SD}patient-religion", "valueCodeableConcept": religion})
     birth_place = conv.value(seg, 23)
     if birth_place:
-        extensions.append({"url": f"{_SD}patient-birthPlace",
-                           "valueAddress": {"text": birth_place}})
+        extensions.append(
+            {"url": f"{_SD}patient-birthPlace", "valueAddress": {"text": birth_place}}
+        )
     names = []
     for n in (5, 9):
         for v in conv.reps(seg, n):
-            name = xpn.human_name(v, zone, conv.loc(seg, n))
+            name = xpn.human_name(v, zone, conv.loc(seg, n), warn=conv.warnings)
             if name is not None:
                 names.append(name)
     if names:
@@ -127,35 +172,43 @@ def map_pid(conv: Conversion, seg: Segment) -> str:
     telecom = []
     for n, use in ((13, "home"), (14, "work"), (40, None)):
         for v in conv.reps(seg, n):
-            point = xtn.contact_point(v, zone, conv.loc(seg, n), default_use=use)
+            point = xtn.contact_point(
+                v, zone, conv.loc(seg, n), default_use=use, warn=conv.warnings
+            )
             if point is not None:
                 telecom.append(point)
     if telecom:
         patient["telecom"] = telecom
     sex = conv.value(seg, 8)
     if sex:
-        gender = code_from_map(sex, "AdministrativeSex")
-        if gender is None:
-            raise NormalizeError(conv.loc(seg, 8), "administrative sex not in table 0001")
-        patient["gender"] = gender
+        gender = administrative_gender(conv, sex, conv.loc(seg, 8))
+        if gender is not None:
+            patient["gender"] = gender
     birth = conv.first(seg, 7)
     if birth is not None and birth[1]:
         path = conv.loc(seg, 7)
-        patient["birthDate"] = dtm.to_date(birth[1], path)
+        patient["birthDate"] = dtm.to_date(birth[1], path, warn=conv.warnings)
         if dtm.has_time(birth[1]):
-            patient["_birthDate"] = {"extension": [{
-                "url": f"{_SD}patient-birthTime",
-                "valueDateTime": dtm.to_datetime(birth[1], zone, path)}]}
+            patient["_birthDate"] = {
+                "extension": [
+                    {
+                        "url": f"{_SD}patient-birthTime",
+                        "valueDateTime": dtm.to_datetime(birth[1], zone, path, warn=conv.warnings),
+                    }
+                ]
+            }
     death = conv.first(seg, 29)
     if death is not None and death[1]:
-        patient["deceasedDateTime"] = dtm.to_datetime(death[1], zone, conv.loc(seg, 29))
+        patient["deceasedDateTime"] = dtm.to_datetime(
+            death[1], zone, conv.loc(seg, 29), warn=conv.warnings
+        )
     else:
         dead = conv.value(seg, 30).upper()
         if dead in ("Y", "N"):
             patient["deceasedBoolean"] = dead == "Y"
     addresses = []
     for v in conv.reps(seg, 11):
-        address = xad.address(v, zone, conv.loc(seg, 11))
+        address = xad.address(v, zone, conv.loc(seg, 11), warn=conv.warnings)
         if address is not None:
             addresses.append(address)
     county = conv.value(seg, 12)

@@ -15,19 +15,26 @@ from __future__ import annotations
 from typing import Any, Final
 
 from edge.er7 import Segment
+from edge.normalize import vocab
 from edge.normalize.conversion import Conversion
 from edge.normalize.datatypes import cx, dtm, pl, xcn
 from edge.normalize.datatypes.cwe import code_from_map, codeable_concept
 from edge.normalize.v2 import Composite
-from edge.normalize import vocab
 
 __all__ = ["map_pv1", "map_pv2"]
 
 _PARTICIPATION: Final = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
-_DOCTORS: Final = ((7, "ATND", "attender"), (8, "REF", "referrer"), (9, "CON", "consultant"),
-                   (17, "ADM", "admitter"))
-_UNKNOWN_CLASS: Final = {"system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor",
-                         "code": "UNK", "display": "unknown"}
+_DOCTORS: Final = (
+    (7, "ATND", "attender"),
+    (8, "REF", "referrer"),
+    (9, "CON", "consultant"),
+    (17, "ADM", "admitter"),
+)
+_UNKNOWN_CLASS: Final = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor",
+    "code": "UNK",
+    "display": "unknown",
+}
 
 
 def _class(v: Composite | None) -> dict[str, Any]:
@@ -61,12 +68,11 @@ def map_pv1(conv: Conversion, seg: Segment) -> str:
     ctx, zone = conv.ctx, conv.ctx.zone
     visit = conv.first(seg, 19)
     identifiers = []
-    ident = cx.identifier(visit, ctx, conv.loc(seg, 19))
+    ident = cx.identifier(visit, ctx, conv.loc(seg, 19), warn=conv.warnings)
     if ident is not None:
-        ident["type"] = {"coding": [{"system": cx.V2_0203, "code": "VN"}],
-                         "text": "visit number"}
+        ident["type"] = {"coding": [{"system": cx.V2_0203, "code": "VN"}], "text": "visit number"}
         identifiers.append(ident)
-    alternate = cx.identifier(conv.first(seg, 50), ctx, conv.loc(seg, 50))
+    alternate = cx.identifier(conv.first(seg, 50), ctx, conv.loc(seg, 50), warn=conv.warnings)
     if alternate is not None:
         identifiers.append(alternate)
     if ident is not None:
@@ -74,7 +80,7 @@ def map_pv1(conv: Conversion, seg: Segment) -> str:
     else:
         encounter_id = conv.message_scoped_id("Encounter", str(seg.index))
     patient_class = conv.first(seg, 2)
-    end = dtm.to_datetime(conv.value(seg, 45), zone, conv.loc(seg, 45))
+    end = dtm.to_datetime(conv.value(seg, 45), zone, conv.loc(seg, 45), warn=conv.warnings)
     encounter: dict[str, Any] = {
         "resourceType": "Encounter",
         "id": encounter_id,
@@ -97,20 +103,25 @@ def map_pv1(conv: Conversion, seg: Segment) -> str:
         for v in conv.reps(seg, n):
             who = xcn.practitioner(conv, v, conv.loc(seg, n))
             if who is not None:
-                participants.append({
-                    "type": [{"coding": [{"system": _PARTICIPATION, "code": code}],
-                              "text": text}],
-                    "individual": who,
-                })
+                participants.append(
+                    {
+                        "type": [
+                            {"coding": [{"system": _PARTICIPATION, "code": code}], "text": text}
+                        ],
+                        "individual": who,
+                    }
+                )
     if participants:
         encounter["participant"] = participants
-    start = dtm.to_datetime(conv.value(seg, 44), zone, conv.loc(seg, 44))
+    start = dtm.to_datetime(conv.value(seg, 44), zone, conv.loc(seg, 44), warn=conv.warnings)
     if start or end:
         encounter["period"] = {k: x for k, x in (("start", start), ("end", end)) if x}
     hospitalization: dict[str, Any] = {}
-    for n, key, concept_map in ((13, "reAdmission", "ReadmissionIndicator"),
-                                (14, "admitSource", None),
-                                (36, "dischargeDisposition", "DischargeDisposition")):
+    for n, key, concept_map in (
+        (13, "reAdmission", "ReadmissionIndicator"),
+        (14, "admitSource", None),
+        (36, "dischargeDisposition", "DischargeDisposition"),
+    ):
         value = codeable_concept(conv.first(seg, n), ctx, concept_map=concept_map)
         if value:
             hospitalization[key] = value
@@ -118,8 +129,12 @@ def map_pv1(conv: Conversion, seg: Segment) -> str:
         encounter["hospitalization"] = hospitalization
     locations = []
     planned = patient_class is not None and patient_class[1] == "P"
-    for n, status in ((3, "planned" if planned else "active"), (6, "completed"),
-                      (11, "active"), (42, "reserved")):
+    for n, status in (
+        (3, "planned" if planned else "active"),
+        (6, "completed"),
+        (11, "active"),
+        (42, "reserved"),
+    ):
         where = pl.location(conv, conv.first(seg, n))
         if where is not None:
             locations.append({"location": where, "status": status})

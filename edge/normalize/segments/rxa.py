@@ -36,14 +36,14 @@ def map_rxa(conv: Conversion, rxa: Segment, orc: Segment | None) -> dict[str, An
         raise NormalizeError(conv.loc(rxa), "no patient for this immunization (PID missing)")
     vaccine = conv.first(rxa, 5)
     vaccine_code = codeable_concept(vaccine, ctx, default_system="http://hl7.org/fhir/sid/cvx")
-    if vaccine_code is None or vaccine is None:
-        raise NormalizeError(conv.loc(rxa, 5), "administered code is empty")
     when = conv.value(rxa, 3)
-    occurrence = dtm.to_datetime(when, zone, conv.loc(rxa, 3))
-    if occurrence is None:
-        raise NormalizeError(conv.loc(rxa, 3), "administration date/time is empty")
+    occurrence = dtm.to_datetime(when, zone, conv.loc(rxa, 3), warn=conv.warnings)
     filler = ei.ei_key(conv.first(orc, 3)) if orc is not None else None
-    key = ("F", *filler) if filler else (conv.patient_ref, vaccine[1], vaccine[4], when)
+    key = (
+        ("F", *filler)
+        if filler
+        else (conv.patient_ref, vaccine[1] if vaccine else "", vaccine[4] if vaccine else "", when)
+    )
     immunization: dict[str, Any] = {
         "resourceType": "Immunization",
         "id": conv.unique_id("Immunization", *key),
@@ -67,12 +67,19 @@ def map_rxa(conv: Conversion, rxa: Segment, orc: Segment | None) -> dict[str, An
     refusal = codeable_concept(conv.first(rxa, 18), ctx)
     if refusal:
         immunization["statusReason"] = refusal
-    immunization["vaccineCode"] = vaccine_code
+    if vaccine_code is not None:
+        immunization["vaccineCode"] = vaccine_code
+    else:  # vaccineCode is 1..1 and RXA-5 required: mark it absent, keep the record
+        conv.absent(immunization, "vaccineCode", conv.loc(rxa, 5), "administered code is empty")
     immunization["patient"] = {"reference": conv.patient_ref}
     if conv.encounter_ref:
         immunization["encounter"] = {"reference": conv.encounter_ref}
-    immunization["occurrenceDateTime"] = occurrence
-    recorded = dtm.to_datetime(conv.value(rxa, 22), zone, conv.loc(rxa, 22))
+    if occurrence is not None:
+        immunization["occurrenceDateTime"] = occurrence
+    else:  # occurrence[x] is 1..1: the time of administration is, truthfully, unknown
+        immunization["occurrenceString"] = "unknown"
+        conv.warnings.append(f"{conv.loc(rxa, 3)}: administration date/time is empty or invalid")
+    recorded = dtm.to_datetime(conv.value(rxa, 22), zone, conv.loc(rxa, 22), warn=conv.warnings)
     if recorded:
         immunization["recorded"] = recorded
     source = conv.first(rxa, 9)
@@ -84,7 +91,7 @@ def map_rxa(conv: Conversion, rxa: Segment, orc: Segment | None) -> dict[str, An
     lot = conv.value(rxa, 15)
     if lot:
         immunization["lotNumber"] = lot
-    expiration = dtm.to_date(conv.value(rxa, 16), conv.loc(rxa, 16))
+    expiration = dtm.to_date(conv.value(rxa, 16), conv.loc(rxa, 16), warn=conv.warnings)
     if expiration:
         immunization["expirationDate"] = expiration
     manufacturer = conv.first(rxa, 17)
@@ -94,8 +101,9 @@ def map_rxa(conv: Conversion, rxa: Segment, orc: Segment | None) -> dict[str, An
             "id": conv.make_id("Organization", "mvx", manufacturer[1] or manufacturer[2]),
         }
         if manufacturer[1]:
-            organization["identifier"] = [{"system": "http://hl7.org/fhir/sid/mvx",
-                                           "value": manufacturer[1]}]
+            organization["identifier"] = [
+                {"system": "http://hl7.org/fhir/sid/mvx", "value": manufacturer[1]}
+            ]
         if manufacturer[2]:
             organization["name"] = manufacturer[2]
         immunization["manufacturer"] = {"reference": conv.add(organization)}
@@ -107,14 +115,22 @@ def map_rxa(conv: Conversion, rxa: Segment, orc: Segment | None) -> dict[str, An
     for v in conv.reps(rxa, 10):
         actor = xcn.practitioner(conv, v, conv.loc(rxa, 10))
         if actor is not None:
-            performers.append({"function": {"coding": [{"system": _PERFORMER_FUNCTION,
-                                                        "code": "AP"}]}, "actor": actor})
+            performers.append(
+                {
+                    "function": {"coding": [{"system": _PERFORMER_FUNCTION, "code": "AP"}]},
+                    "actor": actor,
+                }
+            )
     if orc is not None:
         for n, code in ((12, "OP"), (10, "EP")):
             actor = xcn.practitioner(conv, conv.first(orc, n), conv.loc(orc, n))
             if actor is not None:
-                performers.append({"function": {"coding": [{"system": _PERFORMER_FUNCTION,
-                                                            "code": code}]}, "actor": actor})
+                performers.append(
+                    {
+                        "function": {"coding": [{"system": _PERFORMER_FUNCTION, "code": code}]},
+                        "actor": actor,
+                    }
+                )
     if performers:
         immunization["performer"] = performers
     reasons = [c for c in (codeable_concept(v, ctx) for v in conv.reps(rxa, 19)) if c]
@@ -129,10 +145,15 @@ def map_rxr(conv: Conversion, rxr: Segment, target: dict[str, Any] | None) -> No
     """RXR -> route and site of the Immunization (or the MedicationRequest's dosage)."""
     if target is None:
         return
-    route = codeable_concept(conv.first(rxr, 1), conv.ctx, concept_map="RouteOfAdministration",
-                             default_system="http://terminology.hl7.org/CodeSystem/v2-0162")
-    site = codeable_concept(conv.first(rxr, 2), conv.ctx,
-                            default_system="http://terminology.hl7.org/CodeSystem/v2-0163")
+    route = codeable_concept(
+        conv.first(rxr, 1),
+        conv.ctx,
+        concept_map="RouteOfAdministration",
+        default_system="http://terminology.hl7.org/CodeSystem/v2-0162",
+    )
+    site = codeable_concept(
+        conv.first(rxr, 2), conv.ctx, default_system="http://terminology.hl7.org/CodeSystem/v2-0163"
+    )
     if target["resourceType"] == "Immunization":
         if route:
             target["route"] = route

@@ -23,9 +23,15 @@ __all__ = ["map_rx_order"]
 # (give code, amount min, amount max, units, dispense amount, dispense units, refills,
 #  provider)
 _POSITIONS: Final = {"RXO": (1, 2, 3, 4, 11, 12, 13, 14), "RXE": (2, 3, 4, 5, 10, 11, 12, 13)}
-_MED_STATUS: Final = {"active": "active", "on-hold": "on-hold", "revoked": "cancelled",
-                      "completed": "completed", "entered-in-error": "entered-in-error",
-                      "draft": "draft", "unknown": "unknown"}
+_MED_STATUS: Final = {
+    "active": "active",
+    "on-hold": "on-hold",
+    "revoked": "cancelled",
+    "completed": "completed",
+    "entered-in-error": "entered-in-error",
+    "draft": "draft",
+    "unknown": "unknown",
+}
 
 
 def map_rx_order(conv: Conversion, seg: Segment, orc: Segment | None) -> dict[str, Any]:
@@ -37,8 +43,12 @@ def map_rx_order(conv: Conversion, seg: Segment, orc: Segment | None) -> dict[st
     medication = codeable_concept(conv.first(seg, give), ctx)
     if medication is None:
         raise NormalizeError(conv.loc(seg, give), "requested give code is empty")
-    key = order_key(conv, None, orc) or ("msh", conv.header.sending_facility, conv.control_id,
-                                         str(seg.index))
+    key = order_key(conv, None, orc) or (
+        "msh",
+        conv.header.sending_facility,
+        conv.control_id,
+        str(seg.index),
+    )
     request: dict[str, Any] = {
         "resourceType": "MedicationRequest",
         "id": conv.unique_id("MedicationRequest", *key),
@@ -48,12 +58,19 @@ def map_rx_order(conv: Conversion, seg: Segment, orc: Segment | None) -> dict[st
         "subject": {"reference": conv.patient_ref},
     }
     if orc is not None:
-        identifiers = [i for i in (
-            ei.identifier(conv.first(orc, n), ctx, conv.loc(orc, n), type_code=code)
-            for n, code in ((2, "PLAC"), (3, "FILL"))) if i]
+        identifiers = [
+            i
+            for i in (
+                ei.identifier(conv.first(orc, n), ctx, conv.loc(orc, n), type_code=code)
+                for n, code in ((2, "PLAC"), (3, "FILL"))
+            )
+            if i
+        ]
         if identifiers:
             request["identifier"] = identifiers
-        authored = dtm.to_datetime(conv.value(orc, 9), ctx.zone, conv.loc(orc, 9))
+        authored = dtm.to_datetime(
+            conv.value(orc, 9), ctx.zone, conv.loc(orc, 9), warn=conv.warnings
+        )
         if authored:
             request["authoredOn"] = authored
     if conv.encounter_ref:
@@ -68,8 +85,12 @@ def map_rx_order(conv: Conversion, seg: Segment, orc: Segment | None) -> dict[st
     high_value = nm.parse_number(conv.value(seg, high)) if conv.value(seg, high) else None
     if low_value is not None:
         if high_value is not None and high_value != low_value:
-            dose: dict[str, Any] = {"doseRange": {"low": nm.quantity(low_value, unit),
-                                                  "high": nm.quantity(high_value, unit)}}
+            dose: dict[str, Any] = {
+                "doseRange": {
+                    "low": nm.quantity(low_value, unit),
+                    "high": nm.quantity(high_value, unit),
+                }
+            }
         else:
             dose = {"doseQuantity": nm.quantity(low_value, unit)}
         request["dosageInstruction"] = [{"doseAndRate": [dose]}]

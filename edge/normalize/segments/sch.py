@@ -16,27 +16,47 @@ from edge.normalize.conversion import Conversion
 from edge.normalize.datatypes import dtm, ei, pl, xcn
 from edge.normalize.datatypes.cwe import code_from_map, codeable_concept
 
-__all__ = ["map_ail", "map_ais", "map_aip", "map_sch"]
+__all__ = ["map_ail", "map_aip", "map_ais", "map_sch"]
 
-_APPOINTMENT_STATUS: Final = frozenset({"proposed", "pending", "booked", "arrived", "fulfilled",
-                                        "cancelled", "noshow", "entered-in-error",
-                                        "checked-in", "waitlist"})
+_APPOINTMENT_STATUS: Final = frozenset(
+    {
+        "proposed",
+        "pending",
+        "booked",
+        "arrived",
+        "fulfilled",
+        "cancelled",
+        "noshow",
+        "entered-in-error",
+        "checked-in",
+        "waitlist",
+    }
+)
 _BY_EVENT: Final = {"S15": "cancelled", "S16": "cancelled", "S26": "noshow", "S17": "cancelled"}
 
 
 def map_sch(conv: Conversion, seg: Segment) -> dict[str, Any]:
     ctx, zone = conv.ctx, conv.ctx.zone
-    identifiers = [i for i in (
-        ei.identifier(conv.first(seg, n), ctx, conv.loc(seg, n), type_code=code)
-        for n, code in ((1, "PLAC"), (2, "FILL"))) if i]
+    identifiers = [
+        i
+        for i in (
+            ei.identifier(conv.first(seg, n), ctx, conv.loc(seg, n), type_code=code)
+            for n, code in ((1, "PLAC"), (2, "FILL"))
+        )
+        if i
+    ]
     key = ei.ei_key(conv.first(seg, 2)) or ei.ei_key(conv.first(seg, 1))
-    status = code_from_map(conv.value(seg, 25), "FillerStatusCodes[Appointment]") \
-        if conv.value(seg, 25) else None
+    status = (
+        code_from_map(conv.value(seg, 25), "FillerStatusCodes[Appointment]")
+        if conv.value(seg, 25)
+        else None
+    )
     if status not in _APPOINTMENT_STATUS:
         status = _BY_EVENT.get(conv.header.trigger_event, "booked")
     appointment: dict[str, Any] = {
         "resourceType": "Appointment",
-        "id": conv.make_id("Appointment", *key) if key
+        "id": conv.make_id("Appointment", *key)
+        if key
         else conv.message_scoped_id("Appointment", str(seg.index)),
         "status": status,
     }
@@ -45,14 +65,15 @@ def map_sch(conv: Conversion, seg: Segment) -> dict[str, Any]:
     reason = codeable_concept(conv.first(seg, 7), ctx)
     if reason:
         appointment["reasonCode"] = [reason]
-    kind = codeable_concept(conv.first(seg, 8), ctx,
-                            default_system="http://terminology.hl7.org/CodeSystem/v2-0277")
+    kind = codeable_concept(
+        conv.first(seg, 8), ctx, default_system="http://terminology.hl7.org/CodeSystem/v2-0277"
+    )
     if kind:
         appointment["appointmentType"] = kind
     timing = conv.first(seg, 11)
     if timing is not None:
-        start = dtm.to_instant(timing.part(4)[1], zone, conv.loc(seg, 11, 4))
-        end = dtm.to_instant(timing.part(5)[1], zone, conv.loc(seg, 11, 5))
+        start = dtm.to_instant(timing.part(4)[1], zone, conv.loc(seg, 11, 4), warn=conv.warnings)
+        end = dtm.to_instant(timing.part(5)[1], zone, conv.loc(seg, 11, 5), warn=conv.warnings)
         if start:
             appointment["start"] = start
         if end:
@@ -79,7 +100,7 @@ def map_ais(conv: Conversion, seg: Segment, appointment: dict[str, Any] | None) 
     service = codeable_concept(conv.first(seg, 3), conv.ctx)
     if service:
         appointment.setdefault("serviceType", []).append(service)
-    start = dtm.to_instant(conv.value(seg, 4), conv.ctx.zone, conv.loc(seg, 4))
+    start = dtm.to_instant(conv.value(seg, 4), conv.ctx.zone, conv.loc(seg, 4), warn=conv.warnings)
     if start and "start" not in appointment:
         appointment["start"] = start
 

@@ -18,8 +18,9 @@ from edge.normalize.datatypes.cx import identifier_type
 __all__ = ["map_spm"]
 
 
-def map_spm(conv: Conversion, seg: Segment, *, parent_key: tuple[str, ...],
-            request: str | None) -> dict[str, str]:
+def map_spm(
+    conv: Conversion, seg: Segment, *, parent_key: tuple[str, ...], request: str | None
+) -> dict[str, str]:
     """Add the Specimen for ``seg``; returns a Reference to it."""
     ctx, zone = conv.ctx, conv.ctx.zone
     specimen: dict[str, Any] = {"resourceType": "Specimen"}
@@ -35,8 +36,11 @@ def map_spm(conv: Conversion, seg: Segment, *, parent_key: tuple[str, ...],
                     ident["system"] = ctx.facility_system(part[2])
                 identifiers.append(ident)
                 key = key or (part[1], part[2])
-    specimen["id"] = (conv.make_id("Specimen", *key) if key
-                      else conv.unique_id("Specimen", *parent_key, conv.value(seg, 1)))
+    specimen["id"] = (
+        conv.make_id("Specimen", *key)
+        if key
+        else conv.unique_id("Specimen", *parent_key, conv.value(seg, 1))
+    )
     if identifiers:
         specimen["identifier"] = identifiers
     type_ = codeable_concept(conv.first(seg, 4), ctx)
@@ -47,14 +51,16 @@ def map_spm(conv: Conversion, seg: Segment, *, parent_key: tuple[str, ...],
         specimen["subject"] = subject
     if request:
         specimen["request"] = [{"reference": request}]
-    received = dtm.to_datetime(conv.value(seg, 18), zone, conv.loc(seg, 18))
+    received = dtm.to_datetime(conv.value(seg, 18), zone, conv.loc(seg, 18), warn=conv.warnings)
     if received:
         specimen["receivedTime"] = received
     collection: dict[str, Any] = {}
     collected = conv.first(seg, 17)
     if collected is not None:
-        start = dtm.to_datetime(collected.part(1)[1], zone, conv.loc(seg, 17, 1))
-        end = dtm.to_datetime(collected.part(2)[1], zone, conv.loc(seg, 17, 2))
+        start = dtm.to_datetime(
+            collected.part(1)[1], zone, conv.loc(seg, 17, 1), warn=conv.warnings
+        )
+        end = dtm.to_datetime(collected.part(2)[1], zone, conv.loc(seg, 17, 2), warn=conv.warnings)
         if start and end:
             collection["collectedPeriod"] = {"start": start, "end": end}
         elif start:

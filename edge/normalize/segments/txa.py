@@ -20,10 +20,21 @@ from edge.normalize.datatypes.cwe import codeable_concept
 
 __all__ = ["add_document_content", "map_txa"]
 
-_DOC_STATUS: Final = {"AU": "final", "DI": "preliminary", "DO": "preliminary",
-                      "IN": "preliminary", "IP": "preliminary", "LA": "final", "PA": "preliminary"}
-_CONTENT_TYPES: Final = {"TX": "text/plain", "FT": "text/plain", "HTML": "text/html",
-                         "AP": "application/octet-stream"}
+_DOC_STATUS: Final = {
+    "AU": "final",
+    "DI": "preliminary",
+    "DO": "preliminary",
+    "IN": "preliminary",
+    "IP": "preliminary",
+    "LA": "final",
+    "PA": "preliminary",
+}
+_CONTENT_TYPES: Final = {
+    "TX": "text/plain",
+    "FT": "text/plain",
+    "HTML": "text/html",
+    "AP": "application/octet-stream",
+}
 
 
 def map_txa(conv: Conversion, seg: Segment) -> dict[str, Any]:
@@ -32,23 +43,29 @@ def map_txa(conv: Conversion, seg: Segment) -> dict[str, Any]:
     key = ei.ei_key(conv.first(seg, 12))
     document: dict[str, Any] = {
         "resourceType": "DocumentReference",
-        "id": conv.make_id("DocumentReference", *key) if key
+        "id": conv.make_id("DocumentReference", *key)
+        if key
         else conv.message_scoped_id("DocumentReference", str(seg.index)),
     }
     if master:
         document["masterIdentifier"] = master
     file_name = conv.value(seg, 16)
     if file_name:
-        document["identifier"] = [{"system": ctx.facility_system("document-file"),
-                                   "value": file_name}]
+        document["identifier"] = [
+            {"system": ctx.facility_system("document-file"), "value": file_name}
+        ]
     availability = conv.value(seg, 19).upper()
-    document["status"] = "current" if availability in ("", "AV") else (
-        "entered-in-error" if availability == "CA" else "superseded")
+    document["status"] = (
+        "current"
+        if availability in ("", "AV")
+        else ("entered-in-error" if availability == "CA" else "superseded")
+    )
     doc_status = _DOC_STATUS.get(conv.value(seg, 17).upper())
     if doc_status:
         document["docStatus"] = doc_status
-    type_ = codeable_concept(conv.first(seg, 2), ctx,
-                             default_system="http://terminology.hl7.org/CodeSystem/v2-0270")
+    type_ = codeable_concept(
+        conv.first(seg, 2), ctx, default_system="http://terminology.hl7.org/CodeSystem/v2-0270"
+    )
     if type_:
         document["type"] = type_
     subject = conv.subject()
@@ -56,9 +73,10 @@ def map_txa(conv: Conversion, seg: Segment) -> dict[str, Any]:
         document["subject"] = subject
     created = conv.value(seg, 6) or conv.value(seg, 4)
     if created and dtm.has_time(created):
-        document["date"] = dtm.to_instant(created, zone, conv.loc(seg, 6))
-    authors = [a for a in (xcn.practitioner(conv, v, conv.loc(seg, 9))
-                           for v in conv.reps(seg, 9)) if a]
+        document["date"] = dtm.to_instant(created, zone, conv.loc(seg, 6), warn=conv.warnings)
+    authors = [
+        a for a in (xcn.practitioner(conv, v, conv.loc(seg, 9)) for v in conv.reps(seg, 9)) if a
+    ]
     if authors:
         document["author"] = authors
     authenticator = xcn.practitioner(conv, conv.first(seg, 10), conv.loc(seg, 10))
@@ -85,7 +103,11 @@ def add_document_content(conv: Conversion, obx: Segment, document: dict[str, Any
     value_type = conv.value(obx, 2).upper()
     if value_type == "ED":
         value = conv.first(obx, 5)
-        found = ed.attachment(value, conv.loc(obx, 5)) if value is not None else None
+        found = (
+            ed.attachment(value, conv.loc(obx, 5), warn=conv.warnings)
+            if value is not None
+            else None
+        )
         if found is not None:
             document["content"].append({"attachment": found})
         return
@@ -94,8 +116,9 @@ def add_document_content(conv: Conversion, obx: Segment, document: dict[str, Any
     text = "\n".join(line for line in lines if line and line != '""')
     if not text:
         return
-    previous = base64.b64decode(attachment["data"]).decode("utf-8") + "\n" \
-        if "data" in attachment else ""
+    previous = (
+        base64.b64decode(attachment["data"]).decode("utf-8") + "\n" if "data" in attachment else ""
+    )
     data = (previous + text).encode("utf-8")
     attachment.setdefault("contentType", "text/plain")
     attachment["data"] = base64.b64encode(data).decode("ascii")

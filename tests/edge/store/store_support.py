@@ -81,14 +81,13 @@ def observation_resource(n: int, k: int) -> dict[str, Any]:
     }
 
 
-def add_inbox_message(conn: sqlite3.Connection, keys: StoreKeys, raw: bytes) -> int:
-    """Insert a raw message the way the inbox does: sealed under the inbox key, bound to its
-    row (AAD = (inbox_messages, str(id), 1))."""
+def insert_inbox_message(conn: sqlite3.Connection, keys: StoreKeys, raw: bytes) -> int:
+    """Insert a raw message the way the inbox does, inside the caller's transaction: sealed
+    under the inbox key, bound to its row (AAD = (inbox_messages, str(id), 1))."""
     from edge.crypto.envelope import AAD, seal
     from edge.crypto.keys import KeyPurpose
     from edge.inbox.sealing import INBOX_OWNER
 
-    conn.execute("BEGIN IMMEDIATE")
     key = keys.get_or_create(conn, KeyPurpose.INBOX, INBOX_OWNER)
     (row_id,) = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM inbox_messages").fetchone()
     conn.execute(
@@ -96,8 +95,15 @@ def add_inbox_message(conn: sqlite3.Connection, keys: StoreKeys, raw: bytes) -> 
         "key_id, state, size, attempts) VALUES (?, '2024-01-01T00:00:00.000000Z', 'adt', ?, 1, "
         "?, 'processed', ?, 0)",
         (row_id, seal(key, raw, AAD("inbox_messages", str(row_id), 1)), key.key_id, len(raw)))
-    conn.execute("COMMIT")
     return int(row_id)
+
+
+def add_inbox_message(conn: sqlite3.Connection, keys: StoreKeys, raw: bytes) -> int:
+    """:func:`insert_inbox_message` in a transaction of its own."""
+    conn.execute("BEGIN IMMEDIATE")
+    row_id = insert_inbox_message(conn, keys, raw)
+    conn.execute("COMMIT")
+    return row_id
 
 
 def hl7_message(n: int) -> bytes:

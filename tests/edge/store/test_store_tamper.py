@@ -119,9 +119,10 @@ def test_an_altered_leaf_hash_is_detected(filled: sqlite3.Connection,
 def test_a_forged_identifier_index_row_is_detected(filled: sqlite3.Connection,
                                                   store: ResourceStore) -> None:
     # Point patient 1's MRN index at patient 2's record.
-    value = filled.execute(
-        "SELECT i.value FROM resource_identifiers i JOIN resources r ON r.row = i.resource "
-        "WHERE r.id = 'pat-1' LIMIT 1").fetchone()[0]
+    value = store.keys.indexer(filled).identifier("urn:oid:2.16.840.1.113883.3.1234",
+                                                  "MRN000001")
+    assert filled.execute("SELECT count(*) FROM resource_identifiers WHERE value = ?",
+                          (value,)).fetchone()[0] == 1
     target = _row(filled, "pat-2")
     filled.execute("INSERT INTO resource_identifiers (resource, value) VALUES (?, ?)",
                    (target, value))
