@@ -119,6 +119,30 @@ def messages(args: argparse.Namespace) -> int:
     return run_messages(args, settings)
 
 
+def keys(args: argparse.Namespace) -> int:
+    from edge.cli.keys import run_keys
+
+    return run_keys(args, load_settings(args)[1])
+
+
+def erase(args: argparse.Namespace) -> int:
+    from edge.cli.erase import run_erase
+
+    return run_erase(args, load_settings(args)[1])
+
+
+def backup(args: argparse.Namespace) -> int:
+    from edge.cli.backup import run_backup
+
+    return run_backup(args, load_settings(args)[1])
+
+
+def restore(args: argparse.Namespace) -> int:
+    from edge.cli.backup import run_restore
+
+    return run_restore(args, load_settings(args)[1])
+
+
 def send(args: argparse.Namespace) -> int:
     from edge.cli.send import run_send
 

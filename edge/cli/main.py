@@ -89,6 +89,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=Path, help="client certificate's key")
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--json", action="store_true")
+    p = command("keys", commands.keys, "rotate, split and recover the key-encryption key")
+    ksub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    ksub.required = True
+    kp = ksub.add_parser("rotate", help="new KEK; re-wrap data keys online")
+    _config_option(kp)
+    kp.add_argument("--batch-size", type=int, default=500)
+    kp.add_argument("--rewrap-only", action="store_true", help="no new KEK; finish a rotation")
+    kp.add_argument("--keep-old", action="store_true", help="keep archived KEKs (older backups)")
+    kp.add_argument("--json", action="store_true")
+    kp = ksub.add_parser("split", help="Shamir shares of the KEK for custodians")
+    _config_option(kp)
+    kp.add_argument("--shares", type=int, required=True)
+    kp.add_argument("--threshold", type=int, required=True)
+    kp.add_argument("--out-dir", type=Path, default=None)
+    kp = ksub.add_parser("recover", help="rebuild the KEK from shares read on stdin")
+    _config_option(kp)
+    kp.add_argument("--out", type=Path, default=None)
+
+    p = command("erase", commands.erase, "erase one patient's data and keys")
+    p.add_argument("--patient", required=True, metavar="SYSTEM|VALUE")
+    p.add_argument("--yes", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    p = command("backup", commands.backup, "consistent online backup (ciphertext only)")
+    p.add_argument("file", type=Path, metavar="FILE")
+    p = command("restore", commands.restore,
+                "restore a backup into an empty storage dir, then verify it")
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--json", action="store_true")
+
     from edge.cli.ledger import add_parser as add_ledger
 
     add_ledger(sub, _Parser, _config_option)

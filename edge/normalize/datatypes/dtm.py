@@ -69,7 +69,7 @@ def _parse(text: str, path: str) -> _Parts:
     except ValueError:
         raise NormalizeError(path, "DTM is not a real date or time") from None
     if parts.year == 0:
-        raise NormalizeError(path, "DTM year 0000 is not a date")
+        raise NormalizeError(path, "DTM year is zero: not a date")
     return parts
 
 
