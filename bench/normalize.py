@@ -22,14 +22,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import hl7  # noqa: E402
+import hl7
 
-from edge.er7 import parse  # noqa: E402
-from edge.normalize import NormalizeContext, Validator, normalize  # noqa: E402
+from edge.er7 import parse
+from edge.normalize import NormalizeContext, Validator, normalize
 
-_TESTS = [("2345-7", "Glucose", "mg/dL", "70-99"), ("2160-0", "Creatinine", "mg/dL", "0.6-1.3"),
-          ("2951-2", "Sodium", "mmol/L", "135-145"), ("2823-3", "Potassium", "mmol/L", "3.5-5.1"),
-          ("2075-0", "Chloride", "mmol/L", "98-107")]
+_TESTS = [
+    ("2345-7", "Glucose", "mg/dL", "70-99"),
+    ("2160-0", "Creatinine", "mg/dL", "0.6-1.3"),
+    ("2951-2", "Sodium", "mmol/L", "135-145"),
+    ("2823-3", "Potassium", "mmol/L", "3.5-5.1"),
+    ("2075-0", "Chloride", "mmol/L", "98-107"),
+]
 
 
 def oru(i: int) -> bytes:
@@ -88,8 +92,10 @@ def rate(fn: Callable[[bytes], object], messages: list[bytes], seconds: float) -
             return done / elapsed
 
 
-_CTX = {mode: NormalizeContext(facility_id="bench", timezone="America/Chicago", validation=mode)
-        for mode in ("full", "shape")}
+_CTX = {
+    mode: NormalizeContext(facility_id="bench", timezone="America/Chicago", validation=mode)
+    for mode in ("full", "shape")
+}
 _VALIDATORS = {mode: Validator(mode) for mode in ("full", "shape")}
 
 
@@ -120,19 +126,24 @@ def main(argv: list[str] | None = None) -> int:
         tokenize = rate(lambda raw: [seg.fields for seg in parse(raw)], messages, s)
         print(f"{kind}")
         print(f"  python-hl7 parse only (baseline)      {baseline:9.0f} msg/s   1.00x")
-        print(f"  edge.er7 tokenize (all fields split)  {tokenize:9.0f} msg/s "
-              f"{tokenize / baseline:6.2f}x")
+        print(
+            f"  edge.er7 tokenize (all fields split)  {tokenize:9.0f} msg/s "
+            f"{tokenize / baseline:6.2f}x"
+        )
         for mode in ("full", "shape"):
             one = rate(end_to_end(mode), messages, s)
-            print(f"  end to end, validation={mode:5s} 1 proc {one:9.0f} msg/s "
-                  f"{one / baseline:6.2f}x")
+            print(
+                f"  end to end, validation={mode:5s} 1 proc {one:9.0f} msg/s {one / baseline:6.2f}x"
+            )
         short = "ORU" if kind.startswith("ORU") else "ADT"
         with multiprocessing.get_context("spawn").Pool(2) as pool:
             for mode in ("full", "shape"):
                 rates = pool.map(_worker, [(short, mode, 0, s), (short, mode, 10_000, s)])
                 total = sum(rates)
-                print(f"  end to end, validation={mode:5s} 2 proc {total:9.0f} msg/s "
-                      f"{total / baseline:6.2f}x")
+                print(
+                    f"  end to end, validation={mode:5s} 2 proc {total:9.0f} msg/s "
+                    f"{total / baseline:6.2f}x"
+                )
     print("target: >= 1,000 ORU^R01 msg/s end to end on 2 processes")
     return 0
 

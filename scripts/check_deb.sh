@@ -106,7 +106,9 @@ os.chmod(path, 0o666)
 sock.settimeout(1.0)
 env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "NOTIFY_SOCKET": path}
 log = open(os.path.join(work, "daemon.log"), "wb")
-proc = subprocess.Popen(["runuser", "-u", "hie-edge", "--", "hie-edge", "run",
+# setpriv execs the daemon itself (runuser would stay in between and turn SIGTERM into a kill).
+proc = subprocess.Popen(["setpriv", "--reuid=hie-edge", "--regid=hie-edge", "--init-groups",
+                         "hie-edge", "run",
                          "--config", os.path.join(work, "edge.toml")],
                         env=env, stdout=log, stderr=log)
 seen = []

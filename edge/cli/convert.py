@@ -84,8 +84,10 @@ def run_convert(
             status = DATAERR
             continue
         for warning in result.warnings:
-            print(f"{args.file}: message {position} ({result.control_id}): dropped {warning}",
-                  file=err)
+            print(
+                f"{args.file}: message {position} ({result.control_id}): dropped {warning}",
+                file=err,
+            )
         out.write(result.bundle_json())
         out.write("\n")
     return status

@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,19 @@ from adapters.base import Adapter
 from edge import __version__
 from edge.admin.server import AdminServer
 from edge.config import ConfigError, Settings, load_config
+from edge.crypto.keys import load_keyring
 from edge.daemon.notify import Notifier, watchdog_interval
+from edge.inbox.sealing import InboxSealer
+from edge.inbox.store import InboxStore
 from edge.intake.service import IntakeService
 from edge.logs import configure as configure_logging
 from edge.metrics import Metrics
+from edge.normalize.context import NormalizeContext
+from edge.processing.processor import Processor
 from edge.storage.database import connect, database_path, migrate
 from edge.storage.errors import StorageError
 from edge.storage.group_commit import GroupCommitter
+from edge.store.keys import StoreKeys
 from ledger_client.service import Ledger
 
 log = logging.getLogger(__name__)
@@ -54,6 +62,9 @@ class Daemon:
         self._admin: AdminServer | None = None
         self._background: list[asyncio.Task[None]] = []
         self._ledger: Ledger | None = None
+        self._processor: Processor | None = None
+        self.exit_status = 0
+        self._executor: ProcessPoolExecutor | None = None
 
     # -- phases -------------------------------------------------------------------------
 
@@ -83,14 +94,17 @@ class Daemon:
                 ready.set()
             log.info("ready", extra={"fields": {"facility": self.settings.facility.id,
                                                 "listeners": len(self._adapters)}})
-            self._background.append(asyncio.create_task(self._watchdog(), name="watchdog"))
+            interval = watchdog_interval()
+            if interval is not None:
+                self._background.append(asyncio.create_task(self._watchdog(interval),
+                                                            name="watchdog"))
             await self._serve()
         finally:
             if install_signals:
                 for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(signum)
             await self._shutdown()
-        return 0
+        return self.exit_status
 
     async def _open_storage(self) -> None:
         storage_dir = self.settings.storage.dir
@@ -103,11 +117,27 @@ class Daemon:
             conn.close()
         self._committer = GroupCommitter(path, max_batch=self.settings.storage.group_commit_max)
         self._committer.start()
-        self._intake = IntakeService.open(self.settings, self._committer, self.metrics)
         self._ledger = _open_ledger(self.settings, path)
         await _check_chain(self._ledger, self.config_path)
+        keys = StoreKeys(lambda: load_keyring(self.settings.keys.kek_file))
+        conn = connect(path)
+        try:
+            sealer = InboxSealer(keys, conn)
+        finally:
+            conn.close()
+        # Workers start on first use; forkserver, because forking a process that runs the
+        # writer thread could copy a held lock into the child.
+        self._executor = ProcessPoolExecutor(
+            max_workers=max(1, min(2, os.cpu_count() or 1)),
+            mp_context=multiprocessing.get_context("forkserver"))
+        self._processor = Processor(path, self._committer, keys, sealer,
+                                    NormalizeContext.from_settings(self.settings),
+                                    self._executor, on_appended=self._ledger.anchorer.notify)
+        self._intake = IntakeService(self.settings, InboxStore(self._committer, sealer),
+                                     self._committer, self.metrics, self._processor)
         self._background.append(asyncio.create_task(self._ledger.anchorer.run(),
                                                     name="anchorer"))
+        self._background.append(asyncio.create_task(self._processor.run(), name="processor"))
 
     async def _start_listeners(self) -> None:
         for listener in self.settings.mllp:
@@ -145,16 +175,20 @@ class Daemon:
         while not self._stop.is_set():
             stop = asyncio.create_task(self._stop.wait())
             reload = asyncio.create_task(self._reload_requested.wait())
-            crashed: list[asyncio.Task[Any]] = list(self._adapter_tasks.values())
+            # A listener or a stage ending on its own is a fault (see below).
+            crashed: list[asyncio.Task[Any]] = [*self._adapter_tasks.values(),
+                                                *self._background]
             done, _ = await asyncio.wait({stop, reload, *crashed},
                                          return_when=asyncio.FIRST_COMPLETED)
             for task in (stop, reload):
                 if task not in done:
                     task.cancel()
             for task in done & set(crashed):
-                # A listener's task ending on its own is a fault: stop so systemd restarts us.
+                # Stop, so systemd restarts us (Restart=on-failure) instead of running
+                # half a service.
                 exc = task.exception() if not task.cancelled() else None
-                log.error("listener stopped unexpectedly",
+                self.exit_status = 70
+                log.error("task stopped unexpectedly",
                           extra={"fields": {"task": task.get_name(),
                                             "error": type(exc).__name__ if exc else "none"}})
                 self._stop.set()
@@ -166,10 +200,13 @@ class Daemon:
         self.notifier.stopping()
         log.info("stopping")
         timeout = self.settings.daemon.shutdown_timeout_s
+        # The anchorer and the processor finish the round in progress, then return.
         if self._ledger is not None:
-            self._ledger.anchorer.stop()  # finishes the round in progress, then returns
+            self._ledger.anchorer.stop()
+        if self._processor is not None:
+            self._processor.stop()
         for task in self._background:
-            if task.get_name() != "anchorer":
+            if task.get_name() not in ("anchorer", "processor"):
                 task.cancel()
         # Stop accepting and let in-flight blocks finish (each adapter bounds its own wait).
         await asyncio.gather(*(a.aclose(timeout) for a in self._adapters.values()),
@@ -183,6 +220,8 @@ class Daemon:
         await asyncio.gather(*slow, return_exceptions=True)
         if self._ledger is not None:
             await self._ledger.aclose()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
         if self._admin is not None:
             await self._admin.aclose()
         if self._intake is not None:
@@ -238,8 +277,9 @@ class Daemon:
         for name, line in new_lines.items():
             if old_lines.get(name) != line:
                 await self._start_adapter(_build_serial(line, self.metrics))
-        assert self._intake is not None
+        assert self._intake is not None and self._processor is not None
         self._intake.update(new)
+        self._processor.update(NormalizeContext.from_settings(new))
         self._write_runtime_file()
         log.info("reloaded")
         self.notifier.ready(self._status_line())
@@ -267,10 +307,7 @@ class Daemon:
 
     # -- health -------------------------------------------------------------------------
 
-    async def _watchdog(self) -> None:
-        interval = watchdog_interval()
-        if interval is None:
-            return
+    async def _watchdog(self, interval: float) -> None:
         while True:
             if await self._storage_healthy():
                 self.notifier.watchdog()
@@ -311,6 +348,8 @@ class Daemon:
                 for name in self._adapters
             ],
             "inbox": await self._intake.counts(),
+            "processing": ({**self._processor.counts, "last_error": self._processor.last_error}
+                           if self._processor else {}),
             "ledger": self._ledger_status(),
         }
 

@@ -9,8 +9,9 @@ For each message in a block (one message, several, or a batch, see :mod:`edge.er
    already stored with the same MSH-3/4/10 and bytes gets its first ACK again, not a new row.
    When the commit fails (disk full, I/O error), nothing was stored: AR (CE) with ERR-3 207,
    and the sender must retry.
-4. With ``ack = "on-processed"`` the answer waits for processing (full ER7 parse today), and a
-   content error is answered AE with ERR; the message stays stored as a dead letter.
+4. With ``ack = "on-processed"`` the answer waits for the processing stage (normalization to
+   FHIR, storage, ledger); a message that does not convert is answered AE with ERR and stays
+   stored as a dead letter (or ``unsupported``: ERR-3 200).
 
 Nothing here raises to the listener: every outcome is an answer.
 """
@@ -28,13 +29,10 @@ from typing import Any
 from adapters.base import Block
 from edge.config import Settings
 from edge.config.model import MLLPListenerSettings, SerialListenerSettings
-from edge.crypto.keys import load_keyring
 from edge.er7 import batch as er7_batch
 from edge.er7.errors import ER7Error, HeaderError
 from edge.er7.header import Header, parse_header
-from edge.er7.tokenizer import parse as parse_message
 from edge.inbox.schema import TABLE
-from edge.inbox.sealing import InboxSealer
 from edge.inbox.store import Arrival, InboxStore, Stored
 from edge.intake.ack import (
     AckCode,
@@ -49,10 +47,9 @@ from edge.intake.ack import (
 )
 from edge.intake.batch_ack import wrap_batch_response
 from edge.metrics import Metrics
-from edge.storage.database import connect, database_path
+from edge.processing.processor import Processor
 from edge.storage.errors import StorageError
 from edge.storage.group_commit import GroupCommitter
-from edge.store.keys import StoreKeys
 
 log = logging.getLogger(__name__)
 
@@ -78,26 +75,16 @@ class Refusal:
 
 class IntakeService:
     def __init__(self, settings: Settings, inbox: InboxStore, committer: GroupCommitter,
-                 metrics: Metrics, *, clock: Clock = _utc_now) -> None:
+                 metrics: Metrics, processor: Processor, *, clock: Clock = _utc_now) -> None:
         self._settings = settings
         self._listeners, self._astm = _listeners_by_name(settings)
         self._inbox = inbox
         self._committer = committer
         self._metrics = metrics
+        self._processor = processor
         self._clock = clock
         self._reject_counter = 0
         self.duplicates = 0
-
-    @classmethod
-    def open(cls, settings: Settings, committer: GroupCommitter,
-             metrics: Metrics) -> IntakeService:
-        keys = StoreKeys(lambda: load_keyring(settings.keys.kek_file))
-        conn = connect(database_path(settings.storage.dir))
-        try:
-            sealer = InboxSealer(keys, conn)
-        finally:
-            conn.close()
-        return cls(settings, InboxStore(committer, sealer), committer, metrics)
 
     def update(self, settings: Settings) -> None:
         self._settings = settings
@@ -186,33 +173,31 @@ class IntakeService:
             self._metrics.acks.labels(listener.name, failed.value).inc()
             return self._ack(header, failed, None, now, error), False
         self._count(listener, stored, dead=False)
-        if listener.ack == "on-processed" and not stored.duplicate:
-            ack = await self._process(stored, raw, header, listener, now)
-            return ack, True
+        if not stored.duplicate:
+            if listener.ack == "on-processed":
+                return await self._process(stored, raw, header, listener, now), True
+            self._processor.wake()
         if not should_send_accept_ack(header, AckCode(stored.ack_code)):
             return None, True
         return stored.ack, True
 
     async def _process(self, stored: Stored, raw: bytes, header: Header,
                        listener: HL7Listener, now: datetime) -> bytes:
-        """``on-processed``: parse the whole message; answer AE for content errors."""
-        try:
-            message = await asyncio.to_thread(parse_message, raw,
-                                              fallback_codec=listener.fallback_charset)
-            message.segments()  # tokenizes every segment: a malformed one raises here
-        except ER7Error as exc:
-            error = AckError(ErrorCode(exc.err_code) if exc.err_code in ErrorCode._value2member_map_
-                             else ErrorCode.DATA_TYPE_ERROR,
-                             diagnostic=f"{exc.location}: {exc.reason}")
+        """``on-processed``: the answer waits for the processing stage (v2.5 section 2.9.2:
+        AE when the content cannot be processed; the message stays stored)."""
+        result = await self._processor.process(stored.row_id, raw)
+        if result.state == "processed":
+            code = ack_code(header, "accept")
+            ack = self._ack(header, code, stored.row_id, now)
+        else:
+            error_code = (ErrorCode.UNSUPPORTED_MESSAGE_TYPE if result.state == "unsupported"
+                          else ErrorCode.DATA_TYPE_ERROR)
             code = ack_code(header, "error")
-            ack = self._ack(header, code, stored.row_id, now, error)
-            await self._committer.run(_set_outcome(stored.row_id, "dead-letter",
-                                                   f"{exc.location}: {exc.reason}", code, ack))
+            ack = self._ack(header, code, stored.row_id, now,
+                            AckError(error_code, diagnostic=result.reason))
             self._metrics.dead_letters.labels(listener.name).inc()
-            return ack
-        code = ack_code(header, "accept")
-        ack = self._ack(header, code, stored.row_id, now)
-        await self._committer.run(_set_outcome(stored.row_id, "received", "", code, ack))
+        # The ACK a duplicate of this message will get.
+        await self._committer.run(_set_ack(stored.row_id, code, ack))
         return ack
 
     # -- storing ------------------------------------------------------------------------
@@ -341,12 +326,9 @@ def _header_error(exc: HeaderError) -> AckError:
     return AckError(code, location=location, diagnostic=exc.reason)
 
 
-def _set_outcome(row_id: int, state: str, reason: str, code: AckCode,
-                 ack: bytes) -> Callable[[sqlite3.Connection], None]:
+def _set_ack(row_id: int, code: AckCode, ack: bytes) -> Callable[[sqlite3.Connection], None]:
     def op(conn: sqlite3.Connection) -> None:
-        conn.execute(
-            f"UPDATE {TABLE} SET state = ?, reason = ?, ack_code = ?, ack = ?, "  # noqa: S608
-            "updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
-            (state, reason or None, code.value, ack, row_id))
+        conn.execute(f"UPDATE {TABLE} SET ack_code = ?, ack = ? WHERE id = ?",  # noqa: S608
+                     (code.value, ack, row_id))
 
     return op

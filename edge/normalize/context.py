@@ -47,6 +47,21 @@ class NormalizeContext:
             self, "identifier_systems", MappingProxyType(dict(self.identifier_systems))
         )
 
+    def __reduce__(self) -> tuple[type[NormalizeContext], tuple[object, ...]]:
+        # Worker processes receive the context by pickle; the read-only mapping is not
+        # picklable, so rebuild from the plain values.
+        return (
+            type(self),
+            (
+                self.facility_id,
+                self.timezone,
+                dict(self.identifier_systems),
+                self.unmapped_authority,
+                self.fallback_codec,
+                self.validation,
+            ),
+        )
+
     @classmethod
     def from_settings(
         cls,

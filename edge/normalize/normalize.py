@@ -48,9 +48,7 @@ def normalize(
     try:
         message = parse(raw, fallback_codec=context.fallback_codec)
     except ER7Error as exc:
-        raise NormalizeError(
-            exc.location if hasattr(exc, "location") else "MSH", "message cannot be tokenized"
-        ) from None
+        raise NormalizeError(exc.location, f"message cannot be tokenized: {exc.reason}") from None
     structure = message_structure(message.header, REGISTRY)
     message_map = REGISTRY.get(structure)
     if message_map is None:

@@ -210,7 +210,11 @@ def _scan(resource: dict[str, Any], node: Any, parent: str, out: list[str] | Non
                 if out is not None:
                     out.append(_string_class(value))
             elif value_kind is dict or value_kind is list:
+                if not value:  # FHIR JSON has no empty objects or arrays (R4 2.6.2)
+                    raise _fail(resource, f"{parent}.{key}", "empty object or array")
                 _scan(resource, value, key, out)
+            elif value is None:  # nor nulls
+                raise _fail(resource, f"{parent}.{key}", "null value")
             elif out is not None:
                 out.append(_scalar_class(value))
         if out is not None:

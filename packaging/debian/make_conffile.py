@@ -4,10 +4,11 @@
 Usage: make_conffile.py EXAMPLE OUTPUT
 
 The package ships the documented example itself, so every key keeps its comment, with one
-change: tables that name files a fresh install cannot have (a listener's TLS certificates,
-the EVM account key) are commented out, line by line, so that `hie-edge check-config` passes
-on a new install once the package has made the keys. An operator enables them by removing
-the leading "# ". Uses only the standard library: it runs under the build host's python3.
+change: tables that name files or devices a fresh install cannot have (a listener's TLS
+certificates, serial ports, the EVM account key) are commented out, line by line, so that
+`hie-edge check-config` passes on a new install once the package has made the keys. An
+operator enables them by removing the leading "# ". Uses only the standard library: it runs
+under the build host's python3.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import sys
 import tomllib
 from pathlib import Path
 
-# Tables whose files do not exist on a fresh install (see edge.preflight).
-OPTIONAL_TABLES = ("mllp.tls", "ledger.evm")
+# Tables that name what a fresh install cannot have: certificate and key files (see
+# edge.preflight), and serial devices (the unit opens none until the serial-ports drop-in).
+OPTIONAL_TABLES = ("mllp.tls", "serial", "serial.profile", "ledger.evm")
 
 HEADER = """\
 # /etc/hie-edge/edge.toml, installed by the hie-edge package as a conffile: your changes are
-# kept across upgrades. It is config/edge.example.toml with the tables that need files you
-# provide ([mllp.tls], [ledger.evm]) commented out. After editing, run
+# kept across upgrades. It is config/edge.example.toml with the tables that need files or
+# devices you provide ([mllp.tls], [[serial]], [ledger.evm]) commented out. After editing, run
 #   hie-edge check-config && systemctl reload hie-edge
 # See /usr/share/doc/hie-edge/operations.md.
 """
@@ -36,6 +38,15 @@ def _table_name(line: str) -> str | None:
     return stripped.strip("[]").strip()
 
 
+def _has_table(data: object, path: list[str]) -> bool:
+    """Whether ``data`` (parsed TOML) has the table at ``path``, in any array element."""
+    if not path:
+        return True
+    if isinstance(data, list):
+        return any(_has_table(item, path) for item in data)
+    return isinstance(data, dict) and path[0] in data and _has_table(data[path[0]], path[1:])
+
+
 def make_conffile(example: str) -> str:
     """The packaged config text for the example's text ``example``."""
     out: list[str] = [HEADER]
@@ -44,17 +55,13 @@ def make_conffile(example: str) -> str:
         table = _table_name(line)
         if table is not None:
             commenting = table in OPTIONAL_TABLES
-        if commenting and line.strip() and not line.lstrip().startswith("#"):
-            line = "# " + line
-        out.append(line)
+        active = line.strip() and not line.lstrip().startswith("#")
+        out.append("# " + line if commenting and active else line)
     text = "\n".join(out) + "\n"
     data = tomllib.loads(text)
     # The result must still parse, and the optional tables must be gone.
     for dotted in OPTIONAL_TABLES:
-        parent, _, child = dotted.partition(".")
-        section = data.get(parent)
-        sections = section if isinstance(section, list) else [section or {}]
-        if any(child in s for s in sections):
+        if _has_table(data, dotted.split(".")):
             raise SystemExit(f"make_conffile: [{dotted}] is still active")
     return text
 

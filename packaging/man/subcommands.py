@@ -18,11 +18,9 @@ import sys
 def roff(text: str) -> str:
     """``text`` as literal roff lines (no fill), escaped."""
     lines = []
-    for line in text.rstrip().splitlines():
-        line = line.replace("\\", "\\e").replace("-", "\\-")
-        if line.startswith((".", "'")):
-            line = "\\&" + line
-        lines.append(line)
+    for raw in text.rstrip().splitlines():
+        line = raw.replace("\\", "\\e").replace("-", "\\-")
+        lines.append("\\&" + line if line.startswith((".", "'")) else line)
     return "\n".join(lines)
 
 

@@ -199,17 +199,28 @@ async def test_batch_is_stored_per_message_with_one_batch_response(running: Runn
     assert [r[1] for r in rows(running)] == ["B-1", "B-2"]
 
 
-async def test_on_processed_answers_ae_for_content_errors(tmp_path: Path) -> None:
+QBP = (b"MSH|^~\\&|IIS|ST|EHR|CL|20260101||QBP^Q11^QBP_Q11|Q1|P|2.5.1\r"
+       b"QPD|Z34^Request Immunization History^CDCPHINVS|Q1\r")
+
+
+async def test_on_processed_answers_after_conversion(tmp_path: Path) -> None:
     async with daemon_with(tmp_path / "inst",
                            replace={'ack = "on-commit"': 'ack = "on-processed"'}) as running:
         host, port = running.mllp()
         async with MLLPClient.connect(host, port) as client:
             good = parse_ack(await client.send(adt("P1")))
             bad = parse_ack(await client.send(adt("P2", extra=b"p!d|bad segment id\r")))
+            unsupported = parse_ack(await client.send(QBP))
+            again = parse_ack(await client.send(adt("P2", extra=b"p!d|bad segment id\r")))
         assert good.code == "AA"
-        assert bad.code == "AE" and bad.control_id == "P2" and bad.err_codes
+        assert bad.code == "AE" and bad.control_id == "P2" and bad.err_codes == ("102",)
+        assert (unsupported.code, unsupported.err_codes) == ("AE", ("200",))
+        assert again == bad  # a duplicate gets the application ACK the first copy got
         assert [(r[1], r[2], r[3]) for r in rows(running)] == [
-            ("P1", "received", "AA"), ("P2", "dead-letter", "AE")]
+            ("P1", "processed", "AA"), ("P2", "dead-letter", "AE"), ("Q1", "unsupported", "AE")]
+        status = await running.daemon.status()
+        assert status["processing"]["processed"] == 1
+        assert status["ledger"]["log_size"] > 1  # P1's resources are leaves
 
 
 async def test_commit_failure_answers_ar_207_and_recovers(running: RunningDaemon) -> None:

@@ -89,6 +89,10 @@ def walk(conv: Conversion, message_map: MessageMap) -> dict[str, Any]:
     state = _State()
     for seg in segments[1:]:
         _visit(conv, message_map, seg, state, first_pid, first_pv1, has_rxe)
+    document = state.document
+    if document is not None and not document["content"][0]["attachment"]:
+        # content.attachment is 1..1: a document whose content was not sent is marked so.
+        conv.absent(document["content"][0], "attachment", "OBX-5", "document content not sent")
     if state.z_segments:
         header["extension"] = [
             {"url": Z_SEGMENT_URL, "valueString": raw} for raw in state.z_segments

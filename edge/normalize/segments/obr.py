@@ -129,8 +129,7 @@ def map_obr(conv: Conversion, obr: Segment, orc: Segment | None, *, report: bool
     }
     if identifiers:
         diagnostic["identifier"] = [
-            i for i in identifiers
-            if i.get("type", {}).get("coding", [{}])[0].get("code") == "FILL"
+            i for i in identifiers if i.get("type", {}).get("coding", [{}])[0].get("code") == "FILL"
         ] or identifiers
     category = codeable_concept(
         conv.first(obr, 24),

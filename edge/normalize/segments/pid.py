@@ -187,21 +187,19 @@ def map_pid(conv: Conversion, seg: Segment) -> str:
     birth = conv.first(seg, 7)
     if birth is not None and birth[1]:
         path = conv.loc(seg, 7)
-        patient["birthDate"] = dtm.to_date(birth[1], path, warn=conv.warnings)
-        if dtm.has_time(birth[1]):
-            patient["_birthDate"] = {
-                "extension": [
-                    {
-                        "url": f"{_SD}patient-birthTime",
-                        "valueDateTime": dtm.to_datetime(birth[1], zone, path, warn=conv.warnings),
-                    }
-                ]
-            }
+        birth_date = dtm.to_date(birth[1], path, warn=conv.warnings)
+        if birth_date is not None:
+            patient["birthDate"] = birth_date
+            birth_time = dtm.to_datetime(birth[1], zone, path, warn=conv.warnings)
+            if dtm.has_time(birth[1]) and birth_time is not None:
+                patient["_birthDate"] = {
+                    "extension": [{"url": f"{_SD}patient-birthTime", "valueDateTime": birth_time}]
+                }
     death = conv.first(seg, 29)
     if death is not None and death[1]:
-        patient["deceasedDateTime"] = dtm.to_datetime(
-            death[1], zone, conv.loc(seg, 29), warn=conv.warnings
-        )
+        deceased = dtm.to_datetime(death[1], zone, conv.loc(seg, 29), warn=conv.warnings)
+        if deceased is not None:
+            patient["deceasedDateTime"] = deceased
     else:
         dead = conv.value(seg, 30).upper()
         if dead in ("Y", "N"):

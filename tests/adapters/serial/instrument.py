@@ -25,6 +25,7 @@ class Pty:
         self.master, self.slave = os.openpty()
         tty.setraw(self.master)
         tty.setraw(self.slave)
+        os.set_blocking(self.master, False)  # a full pty buffer must not block the loop
         self.link = link
         with contextlib.suppress(FileNotFoundError):
             link.unlink()
@@ -46,10 +47,26 @@ class Pty:
             return
         self._queue.put_nowait(data)
 
-    def write(self, data: bytes) -> None:
+    async def send(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            view = view[os.write(self.master, view):]
+            try:
+                view = view[os.write(self.master, view):]
+            except BlockingIOError:
+                await self._writable()
+
+    async def _writable(self) -> None:
+        writable: asyncio.Future[None] = self._loop.create_future()
+
+        def ready() -> None:
+            if not writable.done():
+                writable.set_result(None)
+
+        self._loop.add_writer(self.master, ready)
+        try:
+            await asyncio.wait_for(writable, REPLY_TIMEOUT_S)
+        finally:
+            self._loop.remove_writer(self.master)
 
     async def read(self) -> bytes:
         return await asyncio.wait_for(self._queue.get(), REPLY_TIMEOUT_S)
@@ -73,8 +90,9 @@ class SocketLine:
         self._reader = reader
         self._writer = writer
 
-    def write(self, data: bytes) -> None:
+    async def send(self, data: bytes) -> None:
         self._writer.write(data)
+        await self._writer.drain()
 
     async def read(self) -> bytes:
         data = await asyncio.wait_for(self._reader.read(4096), REPLY_TIMEOUT_S)
@@ -103,11 +121,11 @@ class Instrument:
         return byte
 
     async def enq(self) -> bytes:
-        self.line.write(ENQ)
+        await self.line.send(ENQ)
         return await self.reply()
 
     async def send_frame(self, data: bytes) -> bytes:
-        self.line.write(data)
+        await self.line.send(data)
         return await self.reply()
 
     async def session(self, *messages: bytes, corrupt: frozenset[int] = frozenset(),
@@ -127,8 +145,8 @@ class Instrument:
                 pieces = [good[i:i + split] for i in range(0, len(good), split)] if split \
                     else [good]
                 for piece in pieces[:-1]:
-                    self.line.write(piece)
+                    await self.line.send(piece)
                 answers.append(await self.send_frame(pieces[-1]))
                 number += 1
-        self.line.write(EOT)
+        await self.line.send(EOT)
         return answers

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,6 +34,7 @@ from tests.adapters.serial.astm_support import (
     results_message,
 )
 
+E = TypeVar("E")
 B_ACK, B_NAK, B_ENQ, B_EOT = bytes([ACK]), bytes([NAK]), bytes([ENQ]), bytes([EOT])
 
 
@@ -39,7 +42,7 @@ def sent(events: list[astm_link.Event]) -> bytes:
     return b"".join(e.data for e in events if isinstance(e, astm_link.Transmit))
 
 
-def of(kind: type, events: list[astm_link.Event]) -> list[astm_link.Event]:
+def of(kind: type[E], events: list[astm_link.Event]) -> list[E]:
     return [e for e in events if isinstance(e, kind)]
 
 
@@ -52,6 +55,10 @@ def record_frames(message: bytes, start: int = 1) -> list[bytes]:
     ``start``; built with the independent :func:`frame` helper."""
     records = [r + b"\r" for r in message.rstrip(b"\r").split(b"\r")]
     return [frame(start + i, r) for i, r in enumerate(records)]
+
+
+def state_of(link: ASTMLink) -> State:
+    return link.state  # read through a call: mypy would keep an earlier assert's narrowing
 
 
 def open_session(link: ASTMLink) -> None:
@@ -111,7 +118,7 @@ def test_a_session_is_acknowledged_frame_by_frame_and_the_message_only_once_stor
     assert sent(link.message_stored()) == B_ACK
     events = link.receive_data(B_EOT)
     assert of(astm_link.SessionEnded, events) == [astm_link.SessionEnded("eot")]
-    assert link.state is State.NEUTRAL
+    assert state_of(link) is State.NEUTRAL
     assert link.counters.messages == 1 and link.counters.frames == len(frames)
 
 
@@ -132,7 +139,7 @@ def test_a_message_sent_in_one_frame_or_split_mid_record_over_etb_frames() -> No
 def test_bytes_arriving_while_a_message_is_stored_wait_for_the_answer() -> None:
     link = computer()
     open_session(link)
-    frames = record_frames(HEMATOLOGY) + [B_EOT]
+    frames = [*record_frames(HEMATOLOGY), B_EOT]
     events = link.receive_data(b"".join(frames))
     assert len(of(astm_link.MessageReceived, events)) == 1
     assert not of(astm_link.SessionEnded, events)  # EOT not read yet

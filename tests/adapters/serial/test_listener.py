@@ -134,7 +134,7 @@ async def test_a_store_failure_naks_the_last_frame_and_the_retry_is_stored(devic
                 assert await instrument.send_frame(data) == ACK
             assert await instrument.send_frame(frames[-1]) == NAK  # not stored: not acked
             assert await instrument.send_frame(frames[-1]) == ACK
-            pty.write(EOT)
+            await pty.send(EOT)
             await run.listener.wait_until(lambda: run.listener.counters.sessions == 1
                                           and run.listener.state == "connected"
                                           and run.listener.counters.messages == 1)
@@ -162,8 +162,8 @@ async def test_timeout_mid_message_discards_it_and_nothing_partial_is_delivered(
             assert run.listener.counters.timeouts == 1
             # The rest arrives late: noise on a neutral line, never appended to anything.
             for i, record in enumerate(records[3:]):
-                pty.write(frame(i + 4, record + b"\r"))
-            pty.write(EOT)
+                await pty.send(frame(i + 4, record + b"\r"))
+            await pty.send(EOT)
             # The instrument starts over and sends the whole message.
             assert set(await instrument.session(CHEMISTRY)) == {ACK}
             await run.listener.wait_until(lambda: run.listener.counters.messages == 1)
@@ -190,7 +190,8 @@ async def test_unplugged_port_reconnects_with_backoff_and_carries_on(device: Pat
         assert run.clock.pending() == [1.0]
         run.clock.advance(1.0)
         # The device is not back yet: the open fails and the wait doubles.
-        await listener.wait_until(lambda: run.clock.pending() == [2.0])
+        await run.clock.wait_for_sleepers(1)
+        assert run.clock.pending() == [2.0]
         assert listener.last_error == "ENOENT"
         second = Pty(device)
         try:
@@ -262,7 +263,7 @@ async def test_mllp_over_a_pty_answers_each_frame_in_order(device: Path) -> None
     task = asyncio.create_task(listener.run(deliver, lambda _: None))
     try:
         await listener.wait_for_state("connected")
-        pty.write(b"noise\x0bMSH|one\x1c\r\x0bquiet\x1c\r\x0bMSH|two\x1c\r")
+        await pty.send(b"noise\x0bMSH|one\x1c\r\x0bquiet\x1c\r\x0bMSH|two\x1c\r")
         received = b""
         while received.count(b"\x1c\r") < 2:
             received += await pty.read()

@@ -10,17 +10,52 @@ times are normalized to UTC instants so ``2023-08-16T12:33:58-05:00`` equals
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-CLINICAL_KEYS = frozenset({
-    "family", "given", "prefix", "suffix", "birthDate", "gender", "code", "unit", "line",
-    "city", "state", "postalCode", "country", "district", "effectiveDateTime",
-    "deceasedDateTime", "occurrenceDateTime", "valueString", "lotNumber", "collectedDateTime",
-    "issued", "authoredOn", "start", "end", "recorded",
-})
-SKIP_KEYS = frozenset({"extension", "modifierExtension", "meta", "id", "reference", "system",
-                       "url", "fullUrl", "request", "_system"})
+CLINICAL_KEYS = frozenset(
+    {
+        "family",
+        "given",
+        "prefix",
+        "suffix",
+        "birthDate",
+        "gender",
+        "code",
+        "unit",
+        "line",
+        "city",
+        "state",
+        "postalCode",
+        "country",
+        "district",
+        "effectiveDateTime",
+        "deceasedDateTime",
+        "occurrenceDateTime",
+        "valueString",
+        "lotNumber",
+        "collectedDateTime",
+        "issued",
+        "authoredOn",
+        "start",
+        "end",
+        "recorded",
+    }
+)
+SKIP_KEYS = frozenset(
+    {
+        "extension",
+        "modifierExtension",
+        "meta",
+        "id",
+        "reference",
+        "system",
+        "url",
+        "fullUrl",
+        "request",
+        "_system",
+    }
+)
 
 
 def _normal(key: str, value: Any) -> Any:
@@ -31,11 +66,13 @@ def _normal(key: str, value: Any) -> Any:
         except ValueError:
             return value
         if moment.tzinfo is not None:
-            return moment.astimezone(timezone.utc).isoformat()
+            return moment.astimezone(UTC).isoformat()
     return value
 
 
-def facts(node: Any, keys: frozenset[str] = CLINICAL_KEYS, parent: str = "") -> set[tuple[str, Any]]:
+def facts(
+    node: Any, keys: frozenset[str] = CLINICAL_KEYS, parent: str = ""
+) -> set[tuple[str, Any]]:
     """The ``(element, value)`` pairs of ``node`` for element names in ``keys``."""
     out: set[tuple[str, Any]] = set()
     if isinstance(node, dict):

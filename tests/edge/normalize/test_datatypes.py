@@ -16,8 +16,9 @@ UTC = ZoneInfo("UTC")
 def test_cx_maps_the_configured_authority(ctx: NormalizeContext) -> None:
     ident = cx.identifier(composite("12345^^^HOSP^MR"), ctx, "PID-3")
     assert ident == {
-        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
-                             "code": "MR"}]},
+        "type": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]
+        },
         "system": "urn:oid:2.16.840.1.113883.3.1234",
         "value": "12345",
         "assigner": {"display": "HOSP"},
@@ -47,28 +48,39 @@ def test_cx_without_value_is_none(ctx: NormalizeContext) -> None:
 
 def test_xpn() -> None:
     name = xpn.human_name(composite("Everywoman^Eve^E^Jr^Dr^PhD^L"), UTC, "PID-5")
-    assert name == {"use": "official", "family": "Everywoman", "given": ["Eve", "E"],
-                    "prefix": ["Dr"], "suffix": ["Jr", "PhD"]}
+    assert name == {
+        "use": "official",
+        "family": "Everywoman",
+        "given": ["Eve", "E"],
+        "prefix": ["Dr"],
+        "suffix": ["Jr", "PhD"],
+    }
     assert xpn.human_name(composite("^^^^^^L"), UTC, "PID-5") is None
 
 
 def test_xad_line_city_state_use_and_county() -> None:
     address = xad.address(
         composite("123 Main St&Main St&123^Apt 4^Springfield^IL^62701^USA^H^^Sangamon"),
-        UTC, "PID-11")
-    assert address == {"use": "home", "line": ["123 Main St", "Apt 4"], "city": "Springfield",
-                       "district": "Sangamon", "state": "IL", "postalCode": "62701",
-                       "country": "USA"}
+        UTC,
+        "PID-11",
+    )
+    assert address == {
+        "use": "home",
+        "line": ["123 Main St", "Apt 4"],
+        "city": "Springfield",
+        "district": "Sangamon",
+        "state": "IL",
+        "postalCode": "62701",
+        "country": "USA",
+    }
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("^PRN^PH^^1^217^5551234", {"system": "phone", "value": "+1 (217) 5551234",
-                                    "use": "home"}),
+        ("^PRN^PH^^1^217^5551234", {"system": "phone", "value": "+1 (217) 5551234", "use": "home"}),
         ("^NET^Internet^eve@example.org", {"system": "email", "value": "eve@example.org"}),
-        ("^WPN^CP^^^^^^^^^2175551234", {"system": "phone", "value": "2175551234",
-                                         "use": "mobile"}),
+        ("^WPN^CP^^^^^^^^^2175551234", {"system": "phone", "value": "2175551234", "use": "mobile"}),
         ("(217)555-1234", {"system": "phone", "value": "(217)555-1234"}),
     ],
 )
@@ -81,12 +93,16 @@ def test_xtn(text: str, expected: dict[str, str]) -> None:
 
 def test_cwe_code_systems_and_text(ctx: NormalizeContext) -> None:
     concept = cwe.codeable_concept(
-        composite("2345-7^Glucose^LN^GLU^Glucose local^99LAB^^^Glucose [Mass/volume]"), ctx)
+        composite("2345-7^Glucose^LN^GLU^Glucose local^99LAB^^^Glucose [Mass/volume]"), ctx
+    )
     assert concept == {
         "coding": [
             {"system": "http://loinc.org", "code": "2345-7", "display": "Glucose"},
-            {"system": "urn:hie-edge:general-hospital:cs:99LAB", "code": "GLU",
-             "display": "Glucose local"},
+            {
+                "system": "urn:hie-edge:general-hospital:cs:99LAB",
+                "code": "GLU",
+                "display": "Glucose local",
+            },
         ],
         "text": "Glucose [Mass/volume]",
     }
@@ -100,12 +116,15 @@ def test_cwe_code_systems_and_text(ctx: NormalizeContext) -> None:
 
 
 def test_cwe_concept_map_puts_the_fhir_code_first(ctx: NormalizeContext) -> None:
-    concept = cwe.codeable_concept(composite("H^High^HL70078"), ctx,
-                                   concept_map="InterpretationCodes")
+    concept = cwe.codeable_concept(
+        composite("H^High^HL70078"), ctx, concept_map="InterpretationCodes"
+    )
     assert concept is not None
     assert concept["coding"][0] == {
         "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
-        "code": "H", "display": "High"}
+        "code": "H",
+        "display": "High",
+    }
 
 
 def test_cwe_results_are_independent_copies(ctx: NormalizeContext) -> None:
@@ -118,12 +137,19 @@ def test_cwe_results_are_independent_copies(ctx: NormalizeContext) -> None:
 
 def test_units_ucum_or_text() -> None:
     assert nm.quantity(5.4, composite("mmol/L^^UCUM")) == {
-        "value": 5.4, "unit": "mmol/L", "system": "http://unitsofmeasure.org",
-        "code": "mmol/L"}
+        "value": 5.4,
+        "unit": "mmol/L",
+        "system": "http://unitsofmeasure.org",
+        "code": "mmol/L",
+    }
     # Not UCUM as written ("mg/dl"): kept as text, never guessed into a code.
     assert nm.quantity(90, composite("mg/dl")) == {"value": 90, "unit": "mg/dl"}
     assert nm.quantity(1, composite("mg")) == {
-        "value": 1, "unit": "mg", "system": "http://unitsofmeasure.org", "code": "mg"}
+        "value": 1,
+        "unit": "mg",
+        "system": "http://unitsofmeasure.org",
+        "code": "mg",
+    }
 
 
 def test_nm() -> None:
@@ -137,10 +163,20 @@ def test_nm() -> None:
     ("text", "expected"),
     [
         ("<^10", ("Quantity", {"value": 10, "comparator": "<", "unit": "mg"})),
-        ("^1^:^128", ("Ratio", {"numerator": {"value": 1, "unit": "mg"},
-                                "denominator": {"value": 128, "unit": "mg"}})),
-        ("^2^-^5", ("Range", {"low": {"value": 2, "unit": "mg"},
-                              "high": {"value": 5, "unit": "mg"}})),
+        (
+            "^1^:^128",
+            (
+                "Ratio",
+                {
+                    "numerator": {"value": 1, "unit": "mg"},
+                    "denominator": {"value": 128, "unit": "mg"},
+                },
+            ),
+        ),
+        (
+            "^2^-^5",
+            ("Range", {"low": {"value": 2, "unit": "mg"}, "high": {"value": 5, "unit": "mg"}}),
+        ),
         ("<>^3^+", ("String", "<> 3 +")),
     ],
 )

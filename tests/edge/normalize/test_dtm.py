@@ -46,8 +46,9 @@ def test_instant_is_padded_to_seconds_and_date_drops_the_time() -> None:
     assert dtm.has_time("19631226083000") and not dtm.has_time("19631226")
 
 
-@pytest.mark.parametrize("text", ["20241301", "20240230", "2024-03-05", "0000", "PIDDOB!",
-                                  "20240305130709-050"])
+@pytest.mark.parametrize(
+    "text", ["20241301", "20240230", "2024-03-05", "0000", "PIDDOB!", "20240305130709-050"]
+)
 def test_invalid_values_fail_naming_the_path_not_the_value(text: str) -> None:
     with pytest.raises(NormalizeError) as caught:
         dtm.to_datetime(text, UTC, "PID-7")

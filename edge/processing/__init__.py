@@ -1,0 +1,1 @@
+"""The stages after the inbox: normalize → store → ledger, resumable from the database."""

@@ -1,0 +1,189 @@
+"""The processing stage: committed inbox messages → FHIR resources in the store → leaves in
+the Merkle log, each message in one transaction.
+
+A message is ``received`` until this stage finishes it; then it is ``processed`` (resources
+stored and their leaves appended, the raw payload re-keyed to the patient's key), ``unsupported``
+(a structure with no map: kept, not converted) or ``dead-letter`` (the path and reason that
+failed). Everything is driven from the database, so a restart picks up where the last
+transaction left off: nothing acknowledged is skipped, nothing is stored twice.
+
+Conversion runs in worker processes (:mod:`edge.processing.worker`); storing runs on the
+group-commit writer, so the resource rows, their leaves and the message's new state commit
+together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.crypto.blind_index import parse_identifier_token
+from edge.inbox.schema import TABLE as INBOX
+from edge.inbox.sealing import InboxSealer
+from edge.inbox.store import PAYLOAD_VERSION
+from edge.normalize.context import NormalizeContext
+from edge.normalize.result import NormalizedMessage
+from edge.processing.worker import Failed, Outcome, convert
+from edge.storage.database import connect
+from edge.storage.group_commit import GroupCommitter
+from edge.store.keys import PatientRef, StoreKeys
+from edge.store.rekey import rekey_inbox_message
+from edge.store.resources import ResourceStore
+from ledger_client.log import MerkleLog
+
+log = logging.getLogger(__name__)
+
+_BATCH = 64  # messages read and converted per round
+
+
+@dataclass(frozen=True, slots=True)
+class Processed:
+    row_id: int
+    state: str  # processed | unsupported | dead-letter
+    reason: str = ""
+    resources: int = 0
+    log_size: int = 0  # the Merkle log's size after this message's leaves
+
+
+class Processor:
+    def __init__(self, db_path: Path, committer: GroupCommitter, keys: StoreKeys,
+                 sealer: InboxSealer, context: NormalizeContext, executor: Executor, *,
+                 on_appended: Callable[[int], None] = lambda size: None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self._db_path = db_path
+        self._committer = committer
+        self._keys = keys
+        self._store = ResourceStore(keys)
+        self._sealer = sealer
+        self._context = context
+        self._executor = executor
+        self._on_appended = on_appended
+        self._wake = asyncio.Event()
+        self._claims: dict[int, asyncio.Future[Processed]] = {}
+        self._log: MerkleLog | None = None  # lives on the writer's connection and thread
+        self._stopping = False
+        self._sleep = sleep
+        self.last_error = ""
+        self.counts = {"processed": 0, "unsupported": 0, "dead-letter": 0}
+
+    def update(self, context: NormalizeContext) -> None:
+        self._context = context
+
+    def wake(self) -> None:
+        """Intake committed something: look for work now."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Process every ``received`` message, then wait to be woken; until :meth:`stop`."""
+        reader = connect(self._db_path, readonly=True)
+        backoff = 0.0
+        try:
+            while not self._stopping:
+                rows = await asyncio.to_thread(_pending, reader, _BATCH)
+                mine = [row for row in rows if row[0] not in self._claims]
+                if mine:
+                    results = await asyncio.gather(
+                        *(self._claim(row_id, reader, payload, key_id)
+                          for row_id, key_id, payload in mine), return_exceptions=True)
+                    failures = [r for r in results if isinstance(r, BaseException)]
+                    if not failures:
+                        backoff = 0.0
+                        continue
+                    # Our fault or the environment's (disk, a worker died): the messages stay
+                    # ``received`` and are tried again after a pause that grows to a minute.
+                    self.last_error = type(failures[0]).__name__
+                    log.error("processing round failed; will retry", exc_info=failures[0],
+                              extra={"fields": {"failed": len(failures)}})
+                    backoff = min(max(backoff * 2, 1.0), 60.0)
+                    await self._sleep(backoff)
+                    continue
+                if len(rows) < _BATCH:
+                    self._wake.clear()
+                    await self._wake.wait()
+        finally:
+            reader.close()
+
+    async def process(self, row_id: int, raw: bytes) -> Processed:
+        """Process one message now (``ack = "on-processed"``) and return what became of it;
+        waits for the outcome when the background loop already has it."""
+        claimed = self._claims.get(row_id)
+        if claimed is not None:
+            return await asyncio.shield(claimed)
+        return await self._claim(row_id, None, raw, None)
+
+    async def _claim(self, row_id: int, reader: sqlite3.Connection | None, payload: bytes,
+                     key_id: str | None) -> Processed:
+        future: asyncio.Future[Processed] = asyncio.get_running_loop().create_future()
+        self._claims[row_id] = future
+        try:
+            raw = payload if reader is None or key_id is None else await asyncio.to_thread(
+                self._sealer.open, reader, INBOX, row_id, PAYLOAD_VERSION, key_id, payload)
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(self._executor, convert, raw, self._context)
+            result = await self._committer.run(self._record(row_id, outcome))
+            self.counts[result.state] += 1
+            if result.log_size:
+                self._on_appended(result.log_size)
+            if result.state != "processed":
+                log.warning("message not converted", extra={"fields": {
+                    "row": row_id, "state": result.state, "reason": result.reason}})
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            # Stays ``received``: retried on the next round or after a restart.
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # marks it retrieved: the caller gets it from the raise
+            raise
+        finally:
+            self._claims.pop(row_id, None)
+
+    def _record(self, row_id: int, outcome: Outcome) -> Callable[[sqlite3.Connection], Processed]:
+        def op(conn: sqlite3.Connection) -> Processed:
+            if isinstance(outcome, Failed):
+                _set_state(conn, row_id, outcome.state, outcome.reason)
+                return Processed(row_id, outcome.state, outcome.reason)
+            size = self._store_resources(conn, row_id, outcome)
+            _set_state(conn, row_id, "processed", "")
+            return Processed(row_id, "processed", resources=len(outcome.resources),
+                             log_size=size)
+
+        return op
+
+    def _store_resources(self, conn: sqlite3.Connection, row_id: int,
+                         message: NormalizedMessage) -> int:
+        patient = (PatientRef(*parse_identifier_token(message.patient_key))
+                   if message.patient_key else None)
+        stored = [self._store.put(conn, resource, patient=patient)
+                  for resource in message.resources]
+        if self._log is None:
+            self._log = MerkleLog(conn)
+        first = self._log.append([version.leaf_hash for version in stored])
+        for offset, version in enumerate(stored):
+            self._store.set_ledger_index(conn, version.row, first + offset)
+        if patient is not None:
+            rekey_inbox_message(conn, self._keys, row_id, patient)
+        return first + len(stored)
+
+
+def _pending(reader: sqlite3.Connection, limit: int) -> list[tuple[int, str, bytes]]:
+    rows = reader.execute(
+        f"SELECT id, key_id, payload FROM {INBOX} WHERE state = 'received' "  # noqa: S608
+        "ORDER BY id LIMIT ?", (limit,)).fetchall()
+    return [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+
+
+def _set_state(conn: sqlite3.Connection, row_id: int, state: str, reason: str) -> None:
+    conn.execute(
+        f"UPDATE {INBOX} SET state = ?, reason = ?, "  # noqa: S608
+        "updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+        (state, reason or None, row_id))
