@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -141,6 +142,16 @@ def restore(args: argparse.Namespace) -> int:
     from edge.cli.backup import run_restore
 
     return run_restore(args, load_settings(args)[1])
+
+
+def convert(args: argparse.Namespace) -> int:
+    """Works without a config (facility "convert", UTC); uses one when given or installed."""
+    from edge.cli.convert import run_convert
+    from edge.config.loader import DEFAULT_CONFIG_PATH, ENV_VAR
+
+    explicit = getattr(args, "config", None) or os.environ.get(ENV_VAR)
+    settings = load_settings(args)[1] if explicit or DEFAULT_CONFIG_PATH.exists() else None
+    return run_convert(args, settings)
 
 
 def send(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -80,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(rp)
     rp.add_argument("id", type=int)
 
+    p = command("convert", commands.convert,
+                "convert HL7v2 messages in FILE to FHIR R4 transaction Bundles (JSON lines)")
+    p.add_argument("file", metavar="FILE", help="a file of HL7v2 messages, or - for stdin")
+    p.add_argument("--timezone", metavar="ZONE",
+                   help="IANA zone for timestamps without an offset (default: the config's)")
+
     p = command("send", commands.send, "send HL7v2 messages from FILE over MLLP")
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument("--to", required=True, metavar="HOST:PORT")
@@ -151,6 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exits.CONFIG if exc.fault == "config" else exits.SOFTWARE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep the interpreter's final
+        # flush from complaining about the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return exits.IOERR
     except Exception:
         # Our bug. The log line names the exception type and where it was raised, never its
         # message (which may quote data); the operator gets one line, not a traceback.

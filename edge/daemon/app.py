@@ -24,6 +24,7 @@ from adapters.base import Adapter
 from edge import __version__
 from edge.admin.server import AdminServer
 from edge.config import ConfigError, Settings, load_config
+from edge.astm.profile import DeviceProfile
 from edge.crypto.keys import load_keyring
 from edge.daemon.notify import Notifier, watchdog_interval
 from edge.inbox.sealing import InboxSealer
@@ -132,7 +133,8 @@ class Daemon:
             mp_context=multiprocessing.get_context("forkserver"))
         self._processor = Processor(path, self._committer, keys, sealer,
                                     NormalizeContext.from_settings(self.settings),
-                                    self._executor, on_appended=self._ledger.anchorer.notify)
+                                    self._executor, profiles=_device_profiles(self.settings),
+                                    on_appended=self._ledger.anchorer.notify)
         self._intake = IntakeService(self.settings, InboxStore(self._committer, sealer),
                                      self._committer, self.metrics, self._processor)
         self._background.append(asyncio.create_task(self._ledger.anchorer.run(),
@@ -279,7 +281,7 @@ class Daemon:
                 await self._start_adapter(_build_serial(line, self.metrics))
         assert self._intake is not None and self._processor is not None
         self._intake.update(new)
-        self._processor.update(NormalizeContext.from_settings(new))
+        self._processor.update(NormalizeContext.from_settings(new), _device_profiles(new))
         self._write_runtime_file()
         log.info("reloaded")
         self.notifier.ready(self._status_line())
@@ -397,6 +399,13 @@ def _open_ledger(settings: Settings, db_path: Path) -> Ledger:
     return open_ledger(db_path, settings.facility.id, settings.keys.signing_key_file,
                        backend=settings.ledger.backend, backend_options=options,
                        policy=AnchorPolicy(interval_s=settings.ledger.anchor_interval_s))
+
+
+def _device_profiles(settings: Settings) -> dict[str, DeviceProfile]:
+    """Each ASTM line's instrument quirks, by listener name."""
+    return {line.name: DeviceProfile(line.profile.test_code_system,
+                                     line.profile.test_code_component, line.profile.units)
+            for line in settings.serial if line.protocol == "astm"}
 
 
 async def _check_chain(ledger: Ledger, config_path: Path) -> None:

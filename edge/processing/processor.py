@@ -17,18 +17,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
+from edge.astm.profile import DeviceProfile
 from edge.crypto.blind_index import parse_identifier_token
 from edge.inbox.schema import TABLE as INBOX
 from edge.inbox.sealing import InboxSealer
 from edge.inbox.store import PAYLOAD_VERSION
 from edge.normalize.context import NormalizeContext
 from edge.normalize.result import NormalizedMessage
-from edge.processing.worker import Failed, Outcome, convert
+from edge.processing.worker import Failed, Outcome, convert, kind_of
 from edge.storage.database import connect
 from edge.storage.group_commit import GroupCommitter
 from edge.store.keys import PatientRef, StoreKeys
@@ -41,6 +43,9 @@ log = logging.getLogger(__name__)
 _BATCH = 64  # messages read and converted per round
 
 
+Version = tuple[str, str, int]  # (resource type, logical id, version id) as stored
+
+
 @dataclass(frozen=True, slots=True)
 class Processed:
     row_id: int
@@ -48,11 +53,13 @@ class Processed:
     reason: str = ""
     resources: int = 0
     log_size: int = 0  # the Merkle log's size after this message's leaves
+    versions: tuple[Version, ...] = ()
 
 
 class Processor:
     def __init__(self, db_path: Path, committer: GroupCommitter, keys: StoreKeys,
                  sealer: InboxSealer, context: NormalizeContext, executor: Executor, *,
+                 profiles: Mapping[str, DeviceProfile] | None = None,
                  on_appended: Callable[[int], None] = lambda size: None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self._db_path = db_path
@@ -62,6 +69,7 @@ class Processor:
         self._sealer = sealer
         self._context = context
         self._executor = executor
+        self._profiles = dict(profiles or {})  # ASTM device profile per serial listener
         self._on_appended = on_appended
         self._wake = asyncio.Event()
         self._claims: dict[int, asyncio.Future[Processed]] = {}
@@ -71,8 +79,10 @@ class Processor:
         self.last_error = ""
         self.counts = {"processed": 0, "unsupported": 0, "dead-letter": 0}
 
-    def update(self, context: NormalizeContext) -> None:
+    def update(self, context: NormalizeContext,
+               profiles: Mapping[str, DeviceProfile] | None = None) -> None:
         self._context = context
+        self._profiles = dict(profiles or {})
 
     def wake(self) -> None:
         """Intake committed something: look for work now."""
@@ -89,11 +99,12 @@ class Processor:
         try:
             while not self._stopping:
                 rows = await asyncio.to_thread(_pending, reader, _BATCH)
-                mine = [row for row in rows if row[0] not in self._claims]
+                mine = [row for row in rows if row.id not in self._claims]
                 if mine:
                     results = await asyncio.gather(
-                        *(self._claim(row_id, reader, payload, key_id)
-                          for row_id, key_id, payload in mine), return_exceptions=True)
+                        *(self._claim(row.id, row.payload, row.message_type, row.listener,
+                                      reader=reader, key_id=row.key_id)
+                          for row in mine), return_exceptions=True)
                     failures = [r for r in results if isinstance(r, BaseException)]
                     if not failures:
                         backoff = 0.0
@@ -112,23 +123,27 @@ class Processor:
         finally:
             reader.close()
 
-    async def process(self, row_id: int, raw: bytes) -> Processed:
-        """Process one message now (``ack = "on-processed"``) and return what became of it;
-        waits for the outcome when the background loop already has it."""
+    async def process(self, row_id: int, raw: bytes, message_type: str | None = None,
+                      listener: str = "") -> Processed:
+        """Process one message now (``ack = "on-processed"``, the FHIR API) and return what
+        became of it; waits for the outcome when the background loop already has it."""
         claimed = self._claims.get(row_id)
         if claimed is not None:
             return await asyncio.shield(claimed)
-        return await self._claim(row_id, None, raw, None)
+        return await self._claim(row_id, raw, message_type, listener)
 
-    async def _claim(self, row_id: int, reader: sqlite3.Connection | None, payload: bytes,
-                     key_id: str | None) -> Processed:
+    async def _claim(self, row_id: int, payload: bytes, message_type: str | None,
+                     listener: str, *, reader: sqlite3.Connection | None = None,
+                     key_id: str | None = None) -> Processed:
         future: asyncio.Future[Processed] = asyncio.get_running_loop().create_future()
         self._claims[row_id] = future
         try:
             raw = payload if reader is None or key_id is None else await asyncio.to_thread(
                 self._sealer.open, reader, INBOX, row_id, PAYLOAD_VERSION, key_id, payload)
             loop = asyncio.get_running_loop()
-            outcome = await loop.run_in_executor(self._executor, convert, raw, self._context)
+            outcome = await loop.run_in_executor(
+                self._executor, convert, raw, kind_of(message_type), self._context,
+                self._profiles.get(listener))
             result = await self._committer.run(self._record(row_id, outcome))
             self.counts[result.state] += 1
             if result.log_size:
@@ -152,15 +167,15 @@ class Processor:
             if isinstance(outcome, Failed):
                 _set_state(conn, row_id, outcome.state, outcome.reason)
                 return Processed(row_id, outcome.state, outcome.reason)
-            size = self._store_resources(conn, row_id, outcome)
+            size, versions = self._store_resources(conn, row_id, outcome)
             _set_state(conn, row_id, "processed", "")
             return Processed(row_id, "processed", resources=len(outcome.resources),
-                             log_size=size)
+                             log_size=size, versions=versions)
 
         return op
 
     def _store_resources(self, conn: sqlite3.Connection, row_id: int,
-                         message: NormalizedMessage) -> int:
+                         message: NormalizedMessage) -> tuple[int, tuple[Version, ...]]:
         patient = (PatientRef(*parse_identifier_token(message.patient_key))
                    if message.patient_key else None)
         stored = [self._store.put(conn, resource, patient=patient)
@@ -172,14 +187,22 @@ class Processor:
             self._store.set_ledger_index(conn, version.row, first + offset)
         if patient is not None:
             rekey_inbox_message(conn, self._keys, row_id, patient)
-        return first + len(stored)
+        return first + len(stored), tuple((v.type, v.id, v.version) for v in stored)
 
 
-def _pending(reader: sqlite3.Connection, limit: int) -> list[tuple[int, str, bytes]]:
+class _Row(NamedTuple):
+    id: int
+    key_id: str
+    payload: bytes
+    message_type: str | None
+    listener: str
+
+
+def _pending(reader: sqlite3.Connection, limit: int) -> list[_Row]:
     rows = reader.execute(
-        f"SELECT id, key_id, payload FROM {INBOX} WHERE state = 'received' "  # noqa: S608
-        "ORDER BY id LIMIT ?", (limit,)).fetchall()
-    return [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+        f"SELECT id, key_id, payload, message_type, listener FROM {INBOX} "  # noqa: S608
+        "WHERE state = 'received' ORDER BY id LIMIT ?", (limit,)).fetchall()
+    return [_Row(*row) for row in rows]
 
 
 def _set_state(conn: sqlite3.Connection, row_id: int, state: str, reason: str) -> None:

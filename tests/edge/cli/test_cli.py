@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import json
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,15 @@ def test_missing_config_exits_78(tmp_path: Path) -> None:
     result = cli("check-config", "--config", str(tmp_path / "nope.toml"))
     assert result.returncode == 78
     assert "nope.toml: file not found" in result.stderr
+
+
+def test_convert_prints_one_bundle_per_message(tmp_path: Path, corpora_dir: Path) -> None:
+    source = corpora_dir / "hapi-hl7v2" / "ADT_A01.txt"
+    result = cli("convert", str(source), "--timezone", "America/Chicago")
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    bundle = json.loads(line)
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "transaction"
+    types = {entry["resource"]["resourceType"] for entry in bundle["entry"]}
+    assert {"Patient", "Encounter", "MessageHeader", "Provenance"} <= types
+    assert cli("convert", str(tmp_path / "missing.hl7")).returncode == 66
