@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from edge.cli import exits
+from edge.cli.database import open_database
 from edge.cli.exits import CLIError
-from edge.cli.keys import open_database
 from edge.config import Settings
 from edge.crypto.errors import KeyFileError, UnknownKeyError
 from edge.crypto.keys import load_keyring

@@ -154,6 +154,12 @@ def convert(args: argparse.Namespace) -> int:
     return run_convert(args, settings)
 
 
+def verify(args: argparse.Namespace) -> int:
+    from edge.cli.verify import run_verify
+
+    return run_verify(args, load_settings(args)[1])
+
+
 def send(args: argparse.Namespace) -> int:
     from edge.cli.send import run_send
 

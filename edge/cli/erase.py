@@ -13,8 +13,8 @@ import sqlite3
 import sys
 
 from edge.cli import exits
+from edge.cli.database import open_database
 from edge.cli.exits import CLIError
-from edge.cli.keys import open_database
 from edge.config import Settings
 from edge.crypto.blind_index import parse_identifier_token
 from edge.crypto.errors import IndexInputError, KeyFileError, UnknownKeyError

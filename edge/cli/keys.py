@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.cli import exits
+from edge.cli.database import open_database
 from edge.cli.exits import CLIError
 from edge.config import Settings
 from edge.crypto.errors import CryptoError, KeyFileError, ShareError, UnknownKeyError
@@ -28,7 +29,7 @@ from edge.crypto.keys import (
 )
 from edge.crypto.shamir import parse_share, recover_kek, split_kek
 from edge.secure_files import write_private
-from edge.storage.database import connect, database_path, migrate
+from edge.storage.database import connect, database_path
 from edge.storage.errors import StorageError
 from edge.store.rotation import (
     kek_ids_in_use,
@@ -46,20 +47,6 @@ def run_keys(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "recover":
         return _recover(args, settings)
     raise CLIError(exits.USAGE, f"hie-edge keys: unknown action {args.action!r}")
-
-
-def open_database(settings: Settings) -> sqlite3.Connection:
-    """The state database, migrated; ``NOINPUT`` when there is none (a wrong config must not
-    make a KEK look unused)."""
-    path = database_path(settings.storage.dir)
-    if not path.exists():
-        raise CLIError(exits.NOINPUT, f"hie-edge: no database at {path} (has the daemon run?)")
-    try:
-        conn = connect(path)
-        migrate(conn)
-    except StorageError as exc:
-        raise CLIError(exits.IOERR, f"hie-edge: {exc}") from None
-    return conn
 
 
 def _rotate(args: argparse.Namespace, settings: Settings) -> int:

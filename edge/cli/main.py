@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument("--json", action="store_true")
 
+    p = command("verify", commands.verify,
+                "check every stored record against its leaf, the log and the anchored root")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--all", action="store_true", help="every record version")
+    scope.add_argument("--resource", metavar="TYPE/ID", help="every version of one resource")
+    p.add_argument("--json", action="store_true")
+
     from edge.cli.ledger import add_parser as add_ledger
 
     add_ledger(sub, _Parser, _config_option)

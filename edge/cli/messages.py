@@ -14,25 +14,14 @@ import sys
 from typing import Any
 
 from edge.cli import exits
+from edge.cli.database import open_database
 from edge.cli.exits import CLIError
 from edge.config import Settings
 from edge.inbox.schema import TABLE
-from edge.storage.database import connect, database_path
-from edge.storage.errors import StorageError
 
 _COLUMNS = ("id", "received_at", "listener", "peer", "sending_application", "sending_facility",
             "message_type", "control_id", "version", "size", "state", "reason", "ack_code",
             "flags", "batch_control_id", "attempts", "updated_at")
-
-
-def _open(settings: Settings, *, readonly: bool) -> sqlite3.Connection:
-    path = database_path(settings.storage.dir)
-    if not path.exists():
-        raise CLIError(exits.NOINPUT, f"hie-edge: no database at {path} (has the daemon run?)")
-    try:
-        return connect(path, readonly=readonly)
-    except StorageError as exc:
-        raise CLIError(exits.IOERR, f"hie-edge: {exc}") from None
 
 
 def _rows(conn: sqlite3.Connection, where: str, params: tuple[Any, ...],
@@ -47,7 +36,7 @@ def run_messages(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "list":
         if args.limit < 1:
             raise CLIError(exits.USAGE, "hie-edge messages list: --limit must be at least 1")
-        with _open(settings, readonly=True) as conn:
+        with open_database(settings, readonly=True) as conn:
             rows = (_rows(conn, "WHERE state = ?", (args.state,), args.limit) if args.state
                     else _rows(conn, "", (), args.limit))
         if args.json:
@@ -57,7 +46,7 @@ def run_messages(args: argparse.Namespace, settings: Settings) -> int:
             _print_table(rows)
         return exits.OK
     if args.action == "show":
-        with _open(settings, readonly=True) as conn:
+        with open_database(settings, readonly=True) as conn:
             rows = _rows(conn, "WHERE id = ?", (args.id,), 1)
         if not rows:
             raise CLIError(exits.DATAERR, f"hie-edge: no message with id {args.id}")

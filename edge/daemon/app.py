@@ -23,13 +23,14 @@ from typing import Any
 from adapters.base import Adapter
 from edge import __version__
 from edge.admin.server import AdminServer
-from edge.config import ConfigError, Settings, load_config
 from edge.astm.profile import DeviceProfile
+from edge.config import ConfigError, Settings, load_config
 from edge.crypto.keys import load_keyring
 from edge.daemon.notify import Notifier, watchdog_interval
 from edge.inbox.sealing import InboxSealer
 from edge.inbox.store import InboxStore
 from edge.intake.service import IntakeService
+from edge.ledger_settings import backend_options
 from edge.logs import configure as configure_logging
 from edge.metrics import Metrics
 from edge.normalize.context import NormalizeContext
@@ -391,13 +392,8 @@ def _open_ledger(settings: Settings, db_path: Path) -> Ledger:
     from ledger_client.anchorer import AnchorPolicy
     from ledger_client.service import open_ledger
 
-    options: dict[str, Any] = {}
-    evm = settings.ledger.evm
-    if settings.ledger.backend == "evm" and evm is not None:
-        options = {"rpc_url": evm.rpc_url, "contract": evm.contract, "chain_id": evm.chain_id,
-                   "private_key_file": evm.key_file, "confirmations": evm.confirmations}
     return open_ledger(db_path, settings.facility.id, settings.keys.signing_key_file,
-                       backend=settings.ledger.backend, backend_options=options,
+                       backend=settings.ledger.backend, backend_options=backend_options(settings),
                        policy=AnchorPolicy(interval_s=settings.ledger.anchor_interval_s))
 
 
