@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 NODE_STAMP := node_modules/.installed
 
-.PHONY: venv node run test lint typecheck bench clean
+.PHONY: venv node run test lint typecheck bench clean deb deb-check
 
 venv: $(STAMP)
 
@@ -43,6 +43,13 @@ lint: venv
 
 bench: venv node
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The Debian package (dh-virtualenv; venv in /opt/venvs/hie-edge), and its install check.
+deb:
+	bash scripts/build_deb.sh
+
+deb-check: deb
+	bash scripts/check_deb.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info node_modules

@@ -170,8 +170,16 @@ class Anchorer:
         )
 
     async def probe(self) -> bool:
-        """Ask the backend whether it is reachable now and remember the answer."""
+        """Ask the backend whether it is reachable now and remember the answer. A backend
+        that comes back cuts short the backoff of pending checkpoints, so the backlog is
+        anchored as soon as the node answers again, not minutes later."""
+        was = self._reachable
         self._reachable = await self._backend.reachable()
+        if self._reachable and was is False:
+            self._conn.execute(
+                "UPDATE ledger_checkpoints SET next_attempt_ms = ? WHERE state = 'pending'",
+                (self._now_ms(),))
+            self._wake.set()
         return self._reachable
 
     # -- the work --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import ssl
 from typing import Any
 
 from adapters.base import Block, Deliver, Origin, Ready, format_address
+from adapters.errors import BindError
 from adapters.mllp.framing import (
     EndOfStream,
     Frame,
@@ -56,10 +57,13 @@ class MLLPListener:
         self._deliver = deliver
         settings = self._settings
         context: ssl.SSLContext | None = server_context(settings.tls) if settings.tls else None
-        self._server = await asyncio.start_server(
-            self._on_connection, settings.bind.host, settings.bind.port, ssl=context,
-            limit=_READ_SIZE, reuse_address=True, ssl_handshake_timeout=10.0 if context else None,
-        )
+        try:
+            self._server = await asyncio.start_server(
+                self._on_connection, settings.bind.host, settings.bind.port, ssl=context,
+                limit=_READ_SIZE, reuse_address=True,
+                ssl_handshake_timeout=10.0 if context else None)
+        except OSError as exc:
+            raise BindError(f"listener {self.name}", str(settings.bind), exc) from None
         self.bound = [format_address(sock.getsockname()) for sock in self._server.sockets]
         log.info("listening", extra={"fields": {"listener": self.name,
                                                 "bound": ",".join(self.bound),

@@ -41,6 +41,11 @@ class DeviceProfile:
             raise ValueError("test_code_component is 1-based")
         object.__setattr__(self, "units", MappingProxyType(dict(self.units)))
 
+    def __reduce__(self) -> tuple[type[DeviceProfile], tuple[str, int, dict[str, str]]]:
+        # The processor hands profiles to worker processes by pickle, and a read-only mapping
+        # does not pickle: rebuild from the plain values.
+        return (type(self), (self.test_code_system, self.test_code_component, dict(self.units)))
+
     def test_code(self, test_id: UniversalTestId) -> Coding:
         """The coding of a universal test id: the profile's component, else the first
         non-empty one; the display is component 2 (the test name) when sent."""

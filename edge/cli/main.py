@@ -21,6 +21,12 @@ from edge.errors import EdgeError
 
 Handler = Callable[[argparse.Namespace], int]
 
+# Whose fault an error is decides the status: a config error must not be restarted by systemd
+# (RestartPreventExitStatus=78); trouble in the environment (a port in use, a full disk) may
+# clear up, so it gets EX_UNAVAILABLE and systemd tries again.
+_EXIT_BY_FAULT = {"config": exits.CONFIG, "environment": exits.UNAVAILABLE,
+                  "peer": exits.DATAERR, "internal": exits.SOFTWARE}
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -162,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exits.CONFIG
     except EdgeError as exc:
         print(f"hie-edge: {exc}", file=sys.stderr)
-        return exits.CONFIG if exc.fault == "config" else exits.SOFTWARE
+        return _EXIT_BY_FAULT.get(exc.fault, exits.SOFTWARE)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

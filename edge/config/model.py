@@ -208,6 +208,75 @@ class SerialListenerSettings(_Strict):
         return self
 
 
+class FHIRSourceTLSSettings(_Strict):
+    """TLS towards an upstream FHIR server: its CA, and our client certificate for mutual TLS."""
+
+    ca: Path | None = None  # CA bundle for the server's certificate; None = the system CAs
+    cert: Path | None = None  # client certificate (PEM) for mutual TLS
+    key: Path | None = None  # its private key
+
+    @model_validator(mode="after")
+    def _pair(self) -> FHIRSourceTLSSettings:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        return self
+
+
+class FHIRSourceSettings(_Strict):
+    """An upstream FHIR server polled for changes (see docs/fhir.md)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    base_url: str = Field(pattern=r"^https?://\S+$")
+    resource_types: tuple[str, ...] = Field(min_length=1)
+    interval_s: float = Field(default=300.0, gt=0, le=86_400)
+    page_size: int = Field(default=100, ge=1, le=1000)
+    bulk: Literal["auto", "never"] = "auto"  # "auto": $export when the server offers it
+    bearer_token_file: Path | None = None  # the token itself (mode 0400); sent as Bearer
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    backoff_max_s: float = Field(default=600.0, gt=0, le=86_400)
+    tls: FHIRSourceTLSSettings | None = None
+
+    @field_validator("resource_types")
+    @classmethod
+    def _types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(r"[A-Z][A-Za-z]{1,63}", name):
+                raise ValueError(f"{name!r} is not a FHIR resource type")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base(cls, value: str) -> str:
+        return value.rstrip("/")
+
+
+class FHIRSettings(_Strict):
+    """The FHIR R4 REST API for local systems, and the upstream sources (docs/fhir.md)."""
+
+    bind: BindField = Bind(host="127.0.0.1", port=8080)
+    # Anonymous requests, only from loopback addresses (a demo instance; never production).
+    allow_anonymous_loopback: bool = False
+    # "NAME sha256:HEX" per line: the SHA-256 of each client's bearer token, never the token.
+    tokens_file: Path | None = None
+    tls: TLSSettings | None = None
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    default_count: int = Field(default=50, ge=1, le=1000)  # search page size without _count
+    max_count: int = Field(default=500, ge=1, le=10_000)
+    sources: tuple[FHIRSourceSettings, ...] = ()
+
+    @model_validator(mode="after")
+    def _some_client_can_authenticate(self) -> FHIRSettings:
+        mutual_tls = self.tls is not None and self.tls.client_ca is not None
+        if not (mutual_tls or self.tokens_file is not None or self.allow_anonymous_loopback):
+            raise ValueError("no client could authenticate: set tokens_file, tls.client_ca "
+                             "or allow_anonymous_loopback")
+        names = [source.name for source in self.sources]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"source names must be unique: {', '.join(duplicates)}")
+        return self
+
+
 class AdminSettings(_Strict):
     bind: BindField = Bind(host="127.0.0.1", port=9100)
 
@@ -232,6 +301,89 @@ class LedgerSettings(_Strict):
         return self
 
 
+class PeerTLSSettings(_Strict):
+    """Mutual TLS of the peer listener and of ``peer query`` (issue 8)."""
+
+    cert: Path  # this node's certificate, issued by the consortium CA
+    key: Path
+    ca: Path  # the consortium CA: clients and servers must present a certificate it signed
+    crl: Path | None = None  # PEM CRL of that CA; set = revoked certificates are refused
+
+
+_SHA256_HEX = re.compile(r"^[0-9a-fA-F]{2}(:?[0-9a-fA-F]{2}){31}$")
+
+
+class PeerEntrySettings(_Strict):
+    """A facility of the peer directory: how to reach it and how to recognize it."""
+
+    id: str
+    url: str = Field(pattern=r"^https://\S+$")
+    certificate_sha256: str | None = None  # SHA-256 of its certificate (DER), hex
+    certificate_subject: str | None = None  # or its subject, RFC 4514 (e.g. "CN=x,O=y")
+    signing_key: str  # its Ed25519 key as a signed-note vkey (``hie-edge/<id>+<kid>+<key>``)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _FACILITY_ID.match(value):
+            raise ValueError("must be 1-63 of a-z, 0-9, '.', '-' starting with a letter or digit")
+        return value
+
+    @field_validator("certificate_sha256")
+    @classmethod
+    def _fingerprint(cls, value: str | None) -> str | None:
+        if value is not None and not _SHA256_HEX.match(value):
+            raise ValueError("must be 32 bytes in hex (colons allowed)")
+        return value
+
+    @model_validator(mode="after")
+    def _recognizable(self) -> PeerEntrySettings:
+        from ledger_client.checkpoint import NoteVerifier, origin_for
+        from ledger_client.errors import CheckpointError
+
+        if self.certificate_sha256 is None and self.certificate_subject is None:
+            raise ValueError("needs certificate_sha256 or certificate_subject")
+        try:
+            verifier = NoteVerifier.from_vkey(self.signing_key)
+        except CheckpointError as exc:
+            raise ValueError(f"signing_key: {exc}") from None
+        if verifier.name != origin_for(self.id):
+            raise ValueError(f"signing_key: key name must be {origin_for(self.id)!r}")
+        return self
+
+
+class PeerWebhookSettings(_Strict):
+    """Where access notifications go (PHI-minimal JSON, HMAC-SHA256 signed)."""
+
+    url: str = Field(pattern=r"^https?://\S+$")
+    secret_file: Path
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    max_attempts: int = Field(default=20, ge=1, le=1000)
+
+
+class PeerSettings(_Strict):
+    bind: BindField = Bind(host="0.0.0.0", port=8443)  # noqa: S104 - peers reach it remotely
+    tls: PeerTLSSettings
+    peers: tuple[PeerEntrySettings, ...] = ()
+    default_consent: Literal["deny", "permit-treatment", "break-glass-only"] = "deny"
+    break_glass_roles: tuple[str, ...] = ()
+    jwt_max_age_s: float = Field(default=300.0, gt=0, le=3600)
+    page_size: int = Field(default=50, ge=1, le=1000)
+    query_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    webhook: PeerWebhookSettings | None = None
+
+    @field_validator("peers")
+    @classmethod
+    def _unique_peers(
+        cls, value: tuple[PeerEntrySettings, ...]
+    ) -> tuple[PeerEntrySettings, ...]:
+        ids = [peer.id for peer in value]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"peer ids must be unique: {', '.join(duplicates)}")
+        return value
+
+
 class LoggingSettings(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
@@ -249,9 +401,11 @@ class Settings(_Strict):
     mllp: tuple[MLLPListenerSettings, ...] = ()
     serial: tuple[SerialListenerSettings, ...] = ()
     admin: AdminSettings = AdminSettings()
+    fhir: FHIRSettings | None = None
     ledger: LedgerSettings = LedgerSettings()
     logging: LoggingSettings = LoggingSettings()
     daemon: DaemonSettings = DaemonSettings()
+    peer: PeerSettings | None = None
 
     @field_validator("mllp")
     @classmethod

@@ -407,11 +407,12 @@ def _device_profiles(settings: Settings) -> dict[str, DeviceProfile]:
 async def _check_chain(ledger: Ledger, config_path: Path) -> None:
     """A node on another chain than configured is a config error; a node that is down is not
     (intake goes on, anchors catch up)."""
+    if ledger.backend.name != "evm":
+        return  # web3 (the evm extra) is imported only for an EVM ledger
     from ledger_client.backends.evm import EvmBackend
     from ledger_client.errors import AnchorRejected, BackendUnavailable
 
-    if not isinstance(ledger.backend, EvmBackend):
-        return
+    assert isinstance(ledger.backend, EvmBackend)
     try:
         await ledger.backend.check_chain()
     except BackendUnavailable:

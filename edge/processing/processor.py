@@ -98,6 +98,8 @@ class Processor:
         backoff = 0.0
         try:
             while not self._stopping:
+                # Cleared before looking, so a wake() during the query is not lost.
+                self._wake.clear()
                 rows = await asyncio.to_thread(_pending, reader, _BATCH)
                 mine = [row for row in rows if row.id not in self._claims]
                 if mine:
@@ -118,7 +120,6 @@ class Processor:
                     await self._sleep(backoff)
                     continue
                 if len(rows) < _BATCH:
-                    self._wake.clear()
                     await self._wake.wait()
         finally:
             reader.close()

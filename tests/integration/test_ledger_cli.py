@@ -99,3 +99,65 @@ def test_deploy_against_a_dead_node_exits_69(tmp_path: Path) -> None:
                       str(admin))
     assert result.returncode == 69, result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_chain_outage_during_intake_then_catch_up_and_verify(anvil: AnvilNode,
+                                                                   tmp_path: Path) -> None:
+    """The node goes away mid-ingest: messages keep being acknowledged and stored, the
+    backlog is anchored when the node returns, and `verify --all` passes (issue 6)."""
+    from adapters.mllp.client import MLLPClient, parse_ack
+    from tests.integration.test_verify import ORU
+
+    admin = tmp_path / "admin.key"
+    funded_key(anvil, admin)
+    info = json.loads(hie_edge("ledger", "deploy", "--rpc-url", anvil.url, "--admin-key-file",
+                               str(admin), "--json").stdout)
+    facility_key = tmp_path / "facility.key"
+    address = funded_key(anvil, facility_key)
+    assert hie_edge("ledger", "add-facility", "--rpc-url", anvil.url, "--contract",
+                    info["contract"], "--facility", "dev-facility", "--account", address,
+                    "--admin-key-file", str(admin)).returncode == 0
+    evm = (f'\n[ledger.evm]\nrpc_url = "{anvil.url}"\nchain_id = 31337\n'
+           f'contract = "{info["contract"]}"\nkey_file = "{facility_key}"\n')
+
+    def oru(n: int) -> bytes:
+        return ORU.replace(b"{id}", f"E{n}".encode()).replace(b"{n}", str(n).encode())
+
+    async with daemon_with(tmp_path / "inst", evm, replace={
+            'backend = "local"': 'backend = "evm"',
+            'ack = "on-commit"': 'ack = "on-processed"'}) as running:
+        ledger = running.daemon._ledger
+        assert ledger is not None
+        host, port = running.mllp()
+        async with MLLPClient.connect(host, port) as client:
+            first = await client.send_many(oru(n) for n in range(5))
+        # Checkpoints made and published here, not by the interval timer (10 s), so the test
+        # does not depend on timing.
+        anchorer = ledger.anchorer
+        anchorer.make_checkpoint()
+        await anchorer.publish_pending()
+        anchored = ledger.anchorer.status().last_anchored_size
+        assert anchored == ledger.anchorer.status().log_size
+
+        anvil.stop()
+        async with MLLPClient.connect(host, port) as client:
+            during = await client.send_many(oru(n) for n in range(5, 10))
+        assert {parse_ack(a).code for a in first + during} == {"AA"}
+        anchorer.make_checkpoint()
+        await anchorer.publish_pending()  # fails quietly: the outbox keeps the checkpoint
+        status = ledger.anchorer.status()
+        assert status.last_anchored_size == anchored < status.log_size
+        assert not await ledger.anchorer.probe()
+        ready, detail = await running.daemon.readiness()
+        assert ready and detail["ledger"] == "degraded"
+
+        anvil.start()
+        assert await ledger.anchorer.probe()  # back: pending checkpoints are due now
+        await anchorer.publish_pending()
+        status = ledger.anchorer.status()
+        assert status.last_anchored_size == status.log_size
+        config = str(running.daemon.config_path)
+    result = hie_edge("verify", "--all", "--json", "--config", config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["verified"] == report["checked"] > 0 and report["pending"] == 0

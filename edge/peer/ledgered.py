@@ -1,0 +1,35 @@
+"""Store a resource version and append its leaf to the Merkle log, in the caller's
+transaction: the one write path for everything the peer package stores (AuditEvents,
+Consents), the same as the processing stage's for converted messages.
+
+Why a second ``MerkleLog`` object is safe here: :class:`ledger_client.log.MerkleLog` keeps no
+state between calls (size and frontier are read inside the write transaction), and every
+caller of this function runs on the group committer's writer connection (one thread, one
+transaction at a time) or, from the CLI, in its own ``BEGIN IMMEDIATE`` transaction, which
+SQLite serializes with the writer's. Two appends can never interleave.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from typing import Any
+
+from edge.store._tx import write_transaction
+from edge.store.keys import PatientRef
+from edge.store.resources import ResourceStore, StoredVersion
+from ledger_client.log import MerkleLog
+
+
+def put_ledgered(conn: sqlite3.Connection, store: ResourceStore,
+                 resources: list[Mapping[str, Any]], *,
+                 patient: PatientRef | None) -> tuple[list[StoredVersion], int]:
+    """Store ``resources`` (each as its next version) under ``patient``'s key and append their
+    leaves; returns the stored versions and the log size after them. Atomic: inside a
+    caller's transaction it is one savepoint, otherwise its own ``BEGIN IMMEDIATE``."""
+    with write_transaction(conn):
+        stored = [store.put(conn, resource, patient=patient) for resource in resources]
+        first = MerkleLog(conn).append([version.leaf_hash for version in stored])
+        for offset, version in enumerate(stored):
+            store.set_ledger_index(conn, version.row, first + offset)
+    return stored, first + len(stored)
