@@ -7,6 +7,7 @@ import asyncio
 import ssl
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import hl7.client
@@ -17,7 +18,7 @@ from adapters.mllp.errors import MLLPError
 from adapters.mllp.framing import encode_frame
 from adapters.tls import client_context
 from edge.devca import create_ca, issue
-from tests.integration.conftest import RunningDaemon, make_instance, start_daemon
+from tests.integration.conftest import RunningDaemon, daemon_with
 from tests.integration.test_mllp_intake import adt, rows
 
 TLS_LISTENER = """
@@ -29,10 +30,9 @@ tls = { cert = "tls/node.pem", key = "tls/node-key.pem", client_ca = "tls/ca.pem
 
 
 @pytest.fixture
-async def tls_running(tmp_path: Path) -> RunningDaemon:
-    running = await start_daemon(make_instance(tmp_path / "inst", TLS_LISTENER))
-    yield running  # type: ignore[misc]
-    assert await running.stop() == 0
+async def tls_running(tmp_path: Path) -> AsyncIterator[RunningDaemon]:
+    async with daemon_with(tmp_path / "inst", TLS_LISTENER) as running:
+        yield running
 
 
 def _tls_dir(running: RunningDaemon) -> Path:
@@ -130,3 +130,36 @@ async def test_hie_edge_send_to_a_closed_port_exits_69(tmp_path: Path) -> None:
         timeout=60)
     assert result.returncode == 69
     assert "Traceback" not in result.stderr
+
+
+async def test_mllp_release_2_commit_acknowledgements(tmp_path: Path) -> None:
+    async with daemon_with(tmp_path / "inst", replace={
+            'ack = "on-commit"': 'ack = "on-commit"\ncommit_acks = true'}) as running:
+        host, port = running.mllp()
+        async with MLLPClient.connect(host, port) as client:
+            answer = await client.send(adt("R2-1"))
+        assert answer == b"\x06"  # <SB><ACK><EB><CR>: committed
+        assert [r[1] for r in rows(running)] == ["R2-1"]
+
+
+async def test_connection_limit_and_idle_timeout(tmp_path: Path) -> None:
+    async with daemon_with(tmp_path / "inst", replace={
+            'ack = "on-commit"': 'ack = "on-commit"\nmax_connections = 1\n'
+                                 'idle_timeout_s = 0.3'}) as running:
+        host, port = running.mllp()
+        first_reader, first_writer = await asyncio.open_connection(host, port)
+        first_writer.write(encode_frame(adt("LIM1")))
+        await first_writer.drain()
+        answer = await asyncio.wait_for(first_reader.readuntil(b"\x1c\r"), 10)
+        assert b"MSA|AA|LIM1" in answer
+        # A second connection while the first is open: closed without an answer.
+        second_reader, second_writer = await asyncio.open_connection(host, port)
+        second_writer.write(encode_frame(adt("LIM2")))
+        assert await asyncio.wait_for(second_reader.read(), 10) == b""
+        second_writer.close()
+        # The first one, left idle, is closed by the daemon (EOF), not kept forever.
+        assert await asyncio.wait_for(first_reader.read(), 10) == b""
+        first_writer.close()
+        metrics = running.daemon.metrics.refused.labels("adt", "connection-limit")._value.get()
+        assert metrics == 1
+        assert [r[1] for r in rows(running)] == ["LIM1"]

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from adapters.mllp.client import MLLPClient, parse_ack
 from tests.integration.conftest import RunningDaemon, daemon_with
-from tests.integration.test_mllp_intake import adt
 
 ORU = (b"MSH|^~\\&|LAB|HOSP|HIE|EDGE|202601011200||ORU^R01^ORU_R01|{id}|P|2.5.1\r"
        b"PID|1||PAT{n}^^^HOSP^MR||DOE^JANE||19800101|F\r"
