@@ -31,6 +31,8 @@ class InitOptions:
     timezone: str = "UTC"
     mllp_port: int = 2575
     admin_port: int = 9100
+    # None: 8080, or any free port (0) when admin_port is 0, as in instances made for tests.
+    fhir_port: int | None = None
 
 
 def init_instance(directory: Path, options: InitOptions = InitOptions()) -> Path:
@@ -49,6 +51,8 @@ def init_instance(directory: Path, options: InitOptions = InitOptions()) -> Path
         created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
         facility_id=options.facility_id, timezone=options.timezone,
         mllp_port=options.mllp_port, admin_port=options.admin_port,
+        fhir_port=(options.fhir_port if options.fhir_port is not None
+                   else 0 if options.admin_port == 0 else 8080),
     )
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -85,6 +89,12 @@ ack = "on-commit"
 # name = "adt-tls"
 # bind = "127.0.0.1:2576"
 # tls = {{ cert = "tls/node.pem", key = "tls/node-key.pem", client_ca = "tls/ca.pem" }}
+
+# The FHIR R4 API for local systems. Anonymous requests from loopback only: a demo setting.
+# Production: tokens_file (bearer token hashes) and/or tls with client_ca (docs/fhir.md).
+[fhir]
+bind = "127.0.0.1:{fhir_port}"
+allow_anonymous_loopback = true
 
 [admin]
 bind = "127.0.0.1:{admin_port}"

@@ -110,6 +110,20 @@ def status(args: argparse.Namespace) -> int:
     print(f"inbox: received {inbox['received']}  acknowledged [{acks or 'none'}]  "
           f"duplicates {inbox['duplicates']}  dead letters {inbox['dead_letters']}  "
           f"pending {inbox['pending']}")
+    processing = info.get("processing") or {}
+    if processing:
+        print(f"processing: processed {processing.get('processed', 0)}  unsupported "
+              f"{processing.get('unsupported', 0)}  dead letters "
+              f"{processing.get('dead-letter', 0)}"
+              + (f"  last error {processing['last_error']}" if processing.get("last_error")
+                 else ""))
+    ledger = info.get("ledger") or {}
+    if ledger:
+        reachable = {True: "reachable", False: "UNREACHABLE", None: "not probed yet"}
+        print(f"ledger ({ledger['backend']}, {reachable[ledger['reachable']]}): log size "
+              f"{ledger['log_size']}  anchored {ledger['last_anchored_size']}  pending "
+              f"{ledger['leaves_pending']}"
+              + (f"  last error {ledger['last_error']}" if ledger.get("last_error") else ""))
     return exits.OK
 
 

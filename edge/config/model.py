@@ -219,7 +219,17 @@ class FHIRSourceTLSSettings(_Strict):
     def _pair(self) -> FHIRSourceTLSSettings:
         if (self.cert is None) != (self.key is None):
             raise ValueError("cert and key go together")
+        if self.ca is not None:
+            _absolute(self.ca, "ca")
         return self
+
+
+def _absolute(path: Path, key: str) -> Path:
+    # The loader resolves only the path keys it knows against the config's folder; these
+    # must be absolute so a relative one is never taken from the working directory.
+    if not path.is_absolute():
+        raise ValueError(f"{key}: must be an absolute path")
+    return path
 
 
 class FHIRSourceSettings(_Strict):
@@ -249,6 +259,11 @@ class FHIRSourceSettings(_Strict):
     def _base(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("bearer_token_file")
+    @classmethod
+    def _token_path(cls, value: Path | None) -> Path | None:
+        return None if value is None else _absolute(value, "bearer_token_file")
+
 
 class FHIRSettings(_Strict):
     """The FHIR R4 REST API for local systems, and the upstream sources (docs/fhir.md)."""
@@ -263,6 +278,11 @@ class FHIRSettings(_Strict):
     default_count: int = Field(default=50, ge=1, le=1000)  # search page size without _count
     max_count: int = Field(default=500, ge=1, le=10_000)
     sources: tuple[FHIRSourceSettings, ...] = ()
+
+    @field_validator("tokens_file")
+    @classmethod
+    def _tokens_path(cls, value: Path | None) -> Path | None:
+        return None if value is None else _absolute(value, "tokens_file")
 
     @model_validator(mode="after")
     def _some_client_can_authenticate(self) -> FHIRSettings:

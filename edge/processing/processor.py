@@ -25,10 +25,12 @@ from typing import NamedTuple
 
 from edge.astm.profile import DeviceProfile
 from edge.crypto.blind_index import parse_identifier_token
+from edge.fhirapi.preconditions import failed_precondition
 from edge.inbox.schema import TABLE as INBOX
 from edge.inbox.sealing import InboxSealer
 from edge.inbox.store import PAYLOAD_VERSION
 from edge.normalize.context import NormalizeContext
+from edge.normalize.fhir_json import FHIRMessage
 from edge.normalize.result import NormalizedMessage
 from edge.processing.worker import Failed, Outcome, convert, kind_of
 from edge.storage.database import connect
@@ -168,6 +170,13 @@ class Processor:
             if isinstance(outcome, Failed):
                 _set_state(conn, row_id, outcome.state, outcome.reason)
                 return Processed(row_id, outcome.state, outcome.reason)
+            if isinstance(outcome, FHIRMessage) and outcome.preconditions:
+                # If-Match / If-None-Exist from the FHIR API, checked before the first write
+                # of this transaction (edge.fhirapi.preconditions).
+                refusal = failed_precondition(conn, self._store, outcome.preconditions)
+                if refusal is not None:
+                    _set_state(conn, row_id, "dead-letter", refusal)
+                    return Processed(row_id, "dead-letter", refusal)
             size, versions = self._store_resources(conn, row_id, outcome)
             _set_state(conn, row_id, "processed", "")
             return Processed(row_id, "processed", resources=len(outcome.resources),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import Any
 from urllib.parse import quote
 
 from edge.astm.profile import DeviceProfile
@@ -110,7 +109,3 @@ class ASTMConversion:
             resource.setdefault("meta", {})["source"] = self.source
             self.resources[key] = resource
         return f"{key[0]}/{key[1]}"
-
-    def refs(self, resource_type: str) -> list[dict[str, Any]]:
-        """References to every resource of a type added so far."""
-        return [{"reference": f"{t}/{i}"} for t, i in self.resources if t == resource_type]
