@@ -143,10 +143,11 @@ def _escape_table(d: Delimiters) -> dict[int, str]:
         ord(d.component): f"{esc}S{esc}",
         ord(d.subcomponent): f"{esc}T{esc}",
         ord(d.repetition): f"{esc}R{esc}",
-        # CR would end the segment and LF is read as a segment end too (2.7.4: hex data).
-        ord("\r"): f"{esc}X0D{esc}",
-        ord("\n"): f"{esc}X0A{esc}",
     }
+    # Control characters as hex data (2.7.4): CR would end the segment, LF is read as a segment
+    # end too, and 0x0B/0x1C would break the MLLP block around the message.
+    for code in range(0x20):
+        table[code] = f"{esc}X{code:02X}{esc}"
     if d.truncation:
         table[ord(d.truncation)] = f"{esc}P{esc}"
     return table
@@ -156,7 +157,7 @@ def escape(text: str, delimiters: Delimiters = DEFAULT) -> str:
     """``text`` written as ER7 data for one component or subcomponent.
 
     Every delimiter (and the truncation character, when the message declares one) becomes its
-    escape sequence, CR and LF become ``\\X0D\\``/``\\X0A\\``. ``unescape(escape(t)) == t`` for
-    every ``t`` with any ASCII-compatible codec.
+    escape sequence, control characters (CR, LF, ...) become ``\\Xhh\\``.
+    ``unescape(escape(t)) == t`` for every ``t`` with any ASCII-compatible codec.
     """
     return text.translate(_escape_table(delimiters))

@@ -49,6 +49,8 @@ from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Final, Literal
 
+from edge.er7.delimiters import Delimiters
+from edge.er7.escape import escape as er7_escape
 from edge.er7.header import Header
 
 __all__ = [
@@ -419,7 +421,7 @@ class _Delimiters:
     """The sender's delimiters, and ER7 escaping with them."""
 
     __slots__ = (
-        "_table",
+        "_er7",
         "component",
         "encoding_characters",
         "escape_char",
@@ -438,30 +440,15 @@ class _Delimiters:
         self.encoding_characters = enc
         self.component, self.repetition = enc[0], enc[1]
         self.escape_char, self.subcomponent = enc[2], enc[3]
-        e = self.escape_char
-        self._table = {
-            self.field: f"{e}F{e}",
-            self.component: f"{e}S{e}",
-            self.subcomponent: f"{e}T{e}",
-            self.repetition: f"{e}R{e}",
-            e: f"{e}E{e}",
-        }
-        if len(enc) > 4:
-            self._table[enc[4]] = f"{e}P{e}"  # truncation character (v2.7)
+        self._er7 = Delimiters.from_msh(self.field, enc)
 
     @classmethod
     def of(cls, header: Header) -> _Delimiters:
         return cls(header.field_separator, header.encoding_characters)
 
     def escape(self, value: str) -> str:
-        """ER7 escaping of a text value (v2.5 section 2.7 escape sequences); control
-        characters (CR, LF, and the MLLP block bytes among them) become ``\\Xhh\\``.
-
-        TODO(lead): fold into ``edge.er7.escape`` once that module is settled."""
-        table = self._table
-        if not any(c in table or c < " " for c in value):
-            return value
-        return "".join(table.get(c) or self._hex(c) for c in value)
+        """ER7 escaping of a text value with the sender's delimiters (v2.5 section 2.7)."""
+        return er7_escape(value, self._er7)
 
     def echo(self, value: str) -> str:
         """A value from their header, already ER7, written back as sent; only control
