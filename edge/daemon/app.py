@@ -18,7 +18,7 @@ import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.base import Adapter
 from edge import __version__
@@ -40,6 +40,10 @@ from edge.storage.errors import StorageError
 from edge.storage.group_commit import GroupCommitter
 from edge.store.keys import StoreKeys
 from ledger_client.service import Ledger
+
+if TYPE_CHECKING:
+    from edge.fhirapi.runtime import FHIRRuntime
+    from edge.peer.runtime import PeerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,10 @@ class Daemon:
         self._background: list[asyncio.Task[None]] = []
         self._ledger: Ledger | None = None
         self._processor: Processor | None = None
+        self._peer: PeerRuntime | None = None
+        self._fhir: FHIRRuntime | None = None
+        self._inbox: InboxStore | None = None
+        self._keys: StoreKeys | None = None
         self.exit_status = 0
         self._executor: ProcessPoolExecutor | None = None
 
@@ -136,7 +144,9 @@ class Daemon:
                                     NormalizeContext.from_settings(self.settings),
                                     self._executor, profiles=_device_profiles(self.settings),
                                     on_appended=self._ledger.anchorer.notify)
-        self._intake = IntakeService(self.settings, InboxStore(self._committer, sealer),
+        self._keys = keys
+        self._inbox = InboxStore(self._committer, sealer)
+        self._intake = IntakeService(self.settings, self._inbox,
                                      self._committer, self.metrics, self._processor)
         self._background.append(asyncio.create_task(self._ledger.anchorer.run(),
                                                     name="anchorer"))
@@ -147,6 +157,34 @@ class Daemon:
             await self._start_adapter(_build_mllp(listener, self.metrics))
         for line in self.settings.serial:
             await self._start_adapter(_build_serial(line, self.metrics))
+        if self.settings.peer is not None:
+            await self._start_peer()
+        if self.settings.fhir is not None:
+            await self._start_fhir()
+
+    async def _start_fhir(self) -> None:
+        # Imported only when [fhir] is configured (design.md: adapters load on demand).
+        from edge.fhirapi.runtime import FHIRRuntime
+
+        assert self.settings.fhir is not None and self._committer is not None
+        assert self._inbox is not None and self._processor is not None
+        assert self._keys is not None
+        self._fhir = FHIRRuntime(self.settings.fhir, database_path(self.settings.storage.dir),
+                                 self._committer, self._inbox, self._processor, self._keys)
+        self._bound["fhir"] = await self._fhir.start()
+        for name, coroutine in self._fhir.background():
+            self._background.append(asyncio.create_task(coroutine, name=name))
+
+    async def _start_peer(self) -> None:
+        # Imported only when [peer] is configured (design.md: adapters load on demand).
+        from edge.peer.runtime import PeerRuntime
+
+        assert self._committer is not None and self._ledger is not None
+        self._peer = PeerRuntime(self.settings, database_path(self.settings.storage.dir),
+                                 self._committer, self._ledger.anchorer)
+        self._bound["peer"] = await self._peer.start()
+        for name, coroutine in self._peer.background():
+            self._background.append(asyncio.create_task(coroutine, name=name))
 
     async def _start_adapter(self, adapter: Adapter) -> None:
         assert self._intake is not None
@@ -214,6 +252,10 @@ class Daemon:
         # Stop accepting and let in-flight blocks finish (each adapter bounds its own wait).
         await asyncio.gather(*(a.aclose(timeout) for a in self._adapters.values()),
                              return_exceptions=True)
+        if self._peer is not None:
+            await self._peer.aclose(timeout)
+        if self._fhir is not None:
+            await self._fhir.aclose(timeout)
         for task in self._adapter_tasks.values():
             task.cancel()
         running = [*self._adapter_tasks.values(), *self._background]
@@ -283,6 +325,8 @@ class Daemon:
         assert self._intake is not None and self._processor is not None
         self._intake.update(new)
         self._processor.update(NormalizeContext.from_settings(new), _device_profiles(new))
+        if self._peer is not None and new.peer is not None:
+            self._peer.update(new.peer)  # directory, consent default, roles, limits
         self._write_runtime_file()
         log.info("reloaded")
         self.notifier.ready(self._status_line())
@@ -292,7 +336,10 @@ class Daemon:
         fixed = {"facility.id": (self.settings.facility.id, new.facility.id),
                  "storage.dir": (self.settings.storage.dir, new.storage.dir),
                  "admin.bind": (self.settings.admin.bind, new.admin.bind),
-                 "keys": (self.settings.keys, new.keys)}
+                 "keys": (self.settings.keys, new.keys),
+                 "fhir": (self.settings.fhir, new.fhir),
+                 "peer (adding/removing it, bind, tls, webhook)": (
+                     _peer_fixed(self.settings), _peer_fixed(new))}
         changed = [key for key, (a, b) in fixed.items() if a != b]
         if changed:
             raise ConfigError(str(self.config_path),
@@ -329,6 +376,10 @@ class Daemon:
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         listeners_ok = all(self._bound.get(a.name) for a in self.settings.mllp)
+        if self.settings.peer is not None:
+            listeners_ok = listeners_ok and bool(self._bound.get("peer"))
+        if self.settings.fhir is not None:
+            listeners_ok = listeners_ok and bool(self._bound.get("fhir"))
         storage_ok = await self._storage_healthy()
         ready = listeners_ok and storage_ok and not self._stop.is_set()
         # An unreachable ledger degrades the service but does not make it unready: intake
@@ -354,6 +405,8 @@ class Daemon:
             "processing": ({**self._processor.counts, "last_error": self._processor.last_error}
                            if self._processor else {}),
             "ledger": self._ledger_status(),
+            "peer": self._peer.status() if self._peer is not None else None,
+            "fhir": self._fhir.status() if self._fhir is not None else None,
         }
 
     def _ledger_status(self) -> dict[str, Any]:
@@ -395,6 +448,12 @@ def _open_ledger(settings: Settings, db_path: Path) -> Ledger:
     return open_ledger(db_path, settings.facility.id, settings.keys.signing_key_file,
                        backend=settings.ledger.backend, backend_options=backend_options(settings),
                        policy=AnchorPolicy(interval_s=settings.ledger.anchor_interval_s))
+
+
+def _peer_fixed(settings: Settings) -> Any:
+    """The parts of ``[peer]`` a reload cannot change (the listener and its TLS files)."""
+    peer = settings.peer
+    return None if peer is None else (peer.bind, peer.tls, peer.webhook)
 
 
 def _device_profiles(settings: Settings) -> dict[str, DeviceProfile]:

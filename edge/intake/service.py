@@ -140,6 +140,8 @@ class IntakeService:
         if stored is None:
             return COMMIT_NAK_PAYLOAD
         self._count(listener, stored, dead=stored.ack_code == "CR")
+        if not stored.duplicate and stored.ack_code != "CR":
+            self._processor.wake()
         return COMMIT_ACK_PAYLOAD
 
     async def _one(self, raw: bytes, block: Block, listener: HL7Listener,

@@ -59,6 +59,7 @@ __all__ = [
     "Precondition",
     "envelope",
     "http_status_of",
+    "mark_upstream",
     "normalize_fhir",
     "patient_key_of",
     "patient_references",
@@ -156,13 +157,18 @@ def http_status_of(reason: str, default: int = 400) -> int:
 
 
 def envelope(interaction: Interaction, request_id: str, entries: list[dict[str, Any]],
-             patients: Mapping[str, str], *, source: str | None = None) -> bytes:
-    """The inbox payload for one accepted request (see the module doc)."""
+             patients: Mapping[str, str], *, source: str | None = None,
+             aliases: Mapping[str, str] | None = None) -> bytes:
+    """The inbox payload for one accepted request (see the module doc). ``aliases`` maps the
+    ``fullUrl`` of a transaction entry that was not stored (its conditional create matched)
+    to the ``Type/id`` it matched, for references to it."""
     body: dict[str, Any] = {"envelope": ENVELOPE, "version": 1, "interaction": interaction,
                             "request_id": request_id, "entries": entries,
                             "patients": dict(patients)}
     if source is not None:
         body["source"] = source
+    if aliases:
+        body["aliases"] = dict(aliases)
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -191,7 +197,10 @@ def normalize_fhir(raw: bytes, *, context: NormalizeContext) -> FHIRMessage:
     transaction = interaction == "transaction"
     resources: list[dict[str, Any]] = []
     preconditions: list[Precondition] = []
-    local: dict[str, str] = {}  # fullUrl -> Type/id, for references inside the request
+    aliases = data.get("aliases") or {}
+    # fullUrl -> Type/id, for references inside the request
+    local: dict[str, str] = {str(k): str(v) for k, v in aliases.items()} \
+        if isinstance(aliases, dict) else {}
     seen: set[str] = set()
     for index, entry in enumerate(entries):
         where = f"Bundle.entry[{index}]" if transaction else ""
@@ -223,7 +232,7 @@ def normalize_fhir(raw: bytes, *, context: NormalizeContext) -> FHIRMessage:
             raise NormalizeError(f"{where}.{rest}" if rest else where, exc.reason,
                                  fault=exc.fault) from None
         if isinstance(source, str):
-            resources[index] = _mark_upstream(resource, source)
+            resources[index] = mark_upstream(resource, source)
     keys = _patient_keys(resources, patients, transaction)
     if len(keys) > 1:
         raise _reject("Bundle.entry", "a transaction carries one patient's records; send "
@@ -271,7 +280,9 @@ def _rewrite_references(node: Any, local: Mapping[str, str]) -> Any:
     return node
 
 
-def _mark_upstream(resource: dict[str, Any], source: str) -> dict[str, Any]:
+def mark_upstream(resource: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``resource`` with ``source`` (its versioned upstream URL) as the
+    :data:`UPSTREAM_EXTENSION` of its ``meta`` (replacing an earlier one)."""
     meta = dict(resource.get("meta") or {})
     extensions = [e for e in meta.get("extension") or () if e.get("url") != UPSTREAM_EXTENSION]
     extensions.append({"url": UPSTREAM_EXTENSION, "valueUri": source})

@@ -189,7 +189,8 @@ def summarize(event: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of an AuditEvent a patient's accounting shows."""
     tags = {t.get("code") for t in event.get("meta", {}).get("tag", [])
             if t.get("system") == FLAG_SYSTEM}
-    user = next((a for a in event.get("agent", []) if a.get("requestor")), {})
+    user: Mapping[str, Any] = next((a for a in event.get("agent", []) if a.get("requestor")),
+                                   {})
     facility = next((a["who"]["identifier"]["value"] for a in event.get("agent", [])
                      if a.get("type", {}).get("coding", [{}])[0].get("code") == "110153"),
                     None)

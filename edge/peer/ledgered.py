@@ -12,7 +12,7 @@ SQLite serializes with the writer's. Two appends can never interleave.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edge.store._tx import write_transaction
@@ -22,7 +22,7 @@ from ledger_client.log import MerkleLog
 
 
 def put_ledgered(conn: sqlite3.Connection, store: ResourceStore,
-                 resources: list[Mapping[str, Any]], *,
+                 resources: Sequence[Mapping[str, Any]], *,
                  patient: PatientRef | None) -> tuple[list[StoredVersion], int]:
     """Store ``resources`` (each as its next version) under ``patient``'s key and append their
     leaves; returns the stored versions and the log size after them. Atomic: inside a

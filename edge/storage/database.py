@@ -113,5 +113,7 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
 def _load_schema_modules() -> None:
     # Each stage registers its own tables; importing them here keeps one list of modules
     # whose schema the database must hold.
+    import edge.fhirapi.schema
     import edge.inbox.schema
+    import edge.peer.schema
     import edge.store.schema  # noqa: F401

@@ -4,6 +4,7 @@ the inbox once, before its acknowledgement. Waits are on replies and state chang
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,14 @@ import pytest
 from adapters.mllp.client import parse_ack
 from adapters.mllp.framing import encode_frame
 from adapters.serial.listener import SerialListener
+from edge.crypto.blind_index import parse_identifier_token
 from edge.crypto.keys import load_keyring
 from edge.inbox.schema import TABLE
 from edge.inbox.sealing import InboxSealer
 from edge.inbox.store import PAYLOAD_VERSION
 from edge.storage.database import connect, database_path
-from edge.store.keys import StoreKeys
+from edge.store.keys import PatientRef, StoreKeys
+from edge.store.resources import ResourceStore, ResourceVersion
 from tests.adapters.serial.astm_support import CHEMISTRY, HEMATOLOGY, LONG, frame
 from tests.adapters.serial.instrument import ACK, EOT, Instrument, Pty
 from tests.corpus import iter_single_messages
@@ -129,6 +132,109 @@ async def test_unplugged_instrument_line_reconnects_under_the_daemon(tmp_path: P
             assert line.describe()["reconnects"] == 1
         finally:
             second.unplug()
+
+
+class ProcessedWatch:
+    """Counts messages the daemon's processing stage has stored resources for, by hooking
+    the callback it already has for that (``on_appended``): waits are on that, not polls."""
+
+    def __init__(self, running: RunningDaemon) -> None:
+        processor = running.daemon._processor
+        assert processor is not None
+        self.count = 0
+        self._changed = asyncio.Condition()
+        notify = processor._on_appended
+
+        def appended(size: int) -> None:
+            notify(size)
+            self.count += 1
+            asyncio.get_running_loop().create_task(self._notify())
+
+        processor._on_appended = appended
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for(self, count: int) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: self.count >= count), 30)
+
+
+def stored_for(running: RunningDaemon, patient_key: str) -> list[ResourceVersion]:
+    """Current resources sealed under one patient, read (and verified) from the store."""
+    settings = running.settings
+    conn = connect(database_path(settings.storage.dir))
+    try:
+        store = ResourceStore(StoreKeys(lambda: load_keyring(settings.keys.kek_file)))
+        return store.search(conn, patient=PatientRef(*parse_identifier_token(patient_key)))
+    finally:
+        conn.close()
+
+
+CORRECTION = (
+    b"H|\\^&|||CHEM-ANALYZER^2.1^SN4711|||||LIS||P|LIS2-A2|20260315101500\r"
+    b"P|1||PID-1001\r"
+    b"O|1|SPEC-5001||^^^K|R|20260315080000|20260315074500||||N||||SERUM||||||||||C\r"
+    b"R|1|^^^K^Potassium|4.6|mmol/L|3.5 to 5.1|N||C||OPER1||20260315101000|CHEM1\r"
+    b"C|1|L|Recollected: first sample hemolyzed|G\r"
+    b"L|1|N\r"
+)
+
+
+async def test_astm_results_are_converted_into_the_store(tmp_path: Path) -> None:
+    device = tmp_path / "ttyLAB3"
+    pty = Pty(device)
+    profile = '[serial.profile]\ntest_code_system = "http://lab.example.org/codes/chem"\n'
+    try:
+        async with daemon_with(tmp_path / "inst",
+                               serial_table("lab", device, "astm", profile)) as run:
+            await listener(run, "lab").wait_for_state("connected")
+            watch = ProcessedWatch(run)
+            instrument = Instrument(pty)
+            assert set(await instrument.session(CHEMISTRY)) == {ACK}
+            await watch.wait_for(1)
+            [row] = inbox(run, "lab")
+            assert (row["state"], row["reason"]) == ("processed", None)
+            facility = run.settings.facility.id
+            key = f"urn:hie-edge:{facility}:id:astm-laboratory-patient-id|PID-1001"
+            found = stored_for(run, key)
+            observations = {v.resource["code"]["coding"][0]["code"]: v
+                            for v in found if v.type == "Observation"}
+            assert sorted(observations) == ["GLU", "K", "NA"]
+            potassium = observations["K"].resource
+            assert potassium["code"]["coding"][0]["system"] == "http://lab.example.org/codes/chem"
+            assert potassium["valueQuantity"] == {"value": 5.9, "unit": "mmol/L",
+                                                  "system": "http://unitsofmeasure.org",
+                                                  "code": "mmol/L"}
+            assert potassium["interpretation"][0]["coding"][0]["code"] == "H"
+            assert potassium["status"] == "final"
+            assert potassium["effectiveDateTime"].startswith("2026-03-15T07:45:00")
+            assert potassium["note"][0]["text"] == "Hemolyzed sample; possible elevated potassium"
+            types = {v.type for v in found}
+            assert {"Patient", "Specimen", "ServiceRequest", "DiagnosticReport",
+                    "Observation"} <= types
+            [patient] = [v.resource for v in found if v.type == "Patient"]
+            assert patient["name"][0]["family"] == "DOE"
+
+            # A correction from the instrument updates the same Observation: a new version.
+            assert set(await instrument.session(CORRECTION)) == {ACK}
+            await watch.wait_for(2)
+            assert [r["state"] for r in inbox(run, "lab")] == ["processed", "processed"]
+            corrected = {v.resource["code"]["coding"][0]["code"]: v
+                         for v in stored_for(run, key) if v.type == "Observation"}
+            assert corrected["K"].id == observations["K"].id
+            assert corrected["K"].version == observations["K"].version + 1
+            assert corrected["K"].resource["status"] == "corrected"
+            assert corrected["K"].resource["valueQuantity"]["value"] == 4.6
+            assert corrected["GLU"].version == observations["GLU"].version  # untouched
+            # The panel's report still lists all three results; the correction has its own.
+            reports = sorted((v.resource for v in stored_for(run, key)
+                              if v.type == "DiagnosticReport"), key=lambda r: len(r["result"]))
+            assert [(r["status"], len(r["result"])) for r in reports] == \
+                [("corrected", 1), ("final", 3)]
+    finally:
+        pty.unplug()
 
 
 # -- MLLP over a serial line: the same acknowledgement rules as over TCP ----------------------

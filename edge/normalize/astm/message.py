@@ -7,7 +7,7 @@ path (``R[2]-3``, ``record 4 O-2``) or FHIR path that failed, never a value.
 What is converted: H -> Device + Provenance, P -> Patient, O -> Specimen + ServiceRequest
 (per test) + DiagnosticReport, R -> Observation, C -> notes on the record they follow.
 What is not: a message of Q records only (a host query: nothing to store as clinical data),
-a message with no P, O or R records, and a message carrying the results of more than one
+a message with no O or R records, and a message carrying the results of more than one
 patient (the store seals one message's resources under one patient's key; such a message
 stays in the inbox as ``unsupported``, unconverted, rather than mixing two patients).
 """
@@ -116,7 +116,7 @@ def _check_supported(conv: ASTMConversion) -> None:
     if not groups:
         if message.queries:
             raise UnsupportedMessage("Q", "a request for information (query) is not converted")
-        raise UnsupportedMessage("H", "no patient, order or result records to convert")
+        raise UnsupportedMessage("H", "no order or result records to convert")
     # Every group with orders must be about the same patient (or all about none).
     first: PatientIdentity | None = identity(conv, groups[0].patient)
     for group in groups[1:]:

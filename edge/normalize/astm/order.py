@@ -11,12 +11,14 @@ and the results -> status; O-16 (specimen descriptor) -> Specimen.type; O-26 (re
 Specimen, on the ServiceRequests).
 
 Ids come from facility + specimen id (O-3, else the instrument's O-4 scoped to the
-instrument), so a correction of the same specimen updates the same resources. R4 makes
+instrument) (+ the test code for a ServiceRequest, + the tests ordered for a
+DiagnosticReport), so a correction of the same specimen updates the same resources. R4 makes
 ServiceRequest.subject required: with no patient in the message, none is made.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -49,6 +51,7 @@ class MappedOrder:
     requests: dict[str, str] = field(default_factory=dict)  # test code -> ServiceRequest ref
     request_resources: list[Resource] = field(default_factory=list)
     concepts: list[dict[str, Any]] = field(default_factory=list)
+    codes: list[str] = field(default_factory=list)  # of the tests ordered (O-5)
     identifiers: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -116,12 +119,15 @@ def map_order(conv: ASTMConversion, group: OrderGroup, subject: str | None) -> M
             notes = []
         mapped.specimen_ref = conv.add(specimen)
     tests = order.test_ids
+    requested = conv.datetime(order, 7)
+    urgency = priority(conv.first(order, 6))
     for index, test_id in enumerate(tests, start=1):
         code, concept = test_concept(conv, test_id)
         if not concept:
             conv.warnings.append(f"{conv.loc(order, 5)}[{index}]: universal test id is empty")
             continue
         mapped.concepts.append(concept)
+        mapped.codes.append(code)
         if subject is None:
             continue
         request: dict[str, Any] = {
@@ -133,12 +139,10 @@ def map_order(conv: ASTMConversion, group: OrderGroup, subject: str | None) -> M
         if mapped.identifiers:
             request["identifier"] = [dict(i) for i in mapped.identifiers]
             request["requisition"] = dict(mapped.identifiers[0])
-        urgency = priority(conv.first(order, 6))
         if urgency:
             request["priority"] = urgency
         request["code"] = concept
         request["subject"] = {"reference": subject}
-        requested = conv.datetime(order, 7)
         if requested:
             request["authoredOn"] = requested
         if mapped.specimen_ref:
@@ -176,7 +180,10 @@ def map_report(conv: ASTMConversion, group: OrderGroup, mapped: MappedOrder,
             request["status"] = "revoked"
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
-        "id": conv.unique_id("DiagnosticReport", *mapped.key),
+        # A report is on an order: the specimen and the tests asked of it. A later message
+        # about some of them (a correction, a rerun) reports on those, in its own report,
+        # and leaves the panel's report, with every result it lists, as it was.
+        "id": conv.unique_id("DiagnosticReport", *mapped.key, *sorted(set(mapped.codes))),
         "status": status,
     }
     if mapped.identifiers:
@@ -186,7 +193,9 @@ def map_report(conv: ASTMConversion, group: OrderGroup, mapped: MappedOrder,
                              for r in mapped.request_resources]
     report["category"] = [{"coding": [{"system": _V2_0074, "code": "LAB",
                                        "display": "Laboratory"}]}]
-    report["code"] = mapped.concepts[0] if len(mapped.concepts) == 1 else _LAB_REPORT
+    # A copy: the same concept is its ServiceRequest's code, and resources share no objects.
+    report["code"] = copy.deepcopy(mapped.concepts[0] if len(mapped.concepts) == 1
+                                   else _LAB_REPORT)
     if subject:
         report["subject"] = {"reference": subject}
     effective = mapped.collected or next(

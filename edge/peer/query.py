@@ -1,0 +1,248 @@
+"""``hie-edge peer query``: ask members for a patient's records, concurrently, and check
+every record against the answering facility's anchored log.
+
+For each member asked: discovery (``Patient?identifier=``), then ``Patient/{id}/$everything``
+page by page, each request with a fresh request-context JWT (a new ``jti``), each answer from
+a server whose certificate must be that member's (directory fingerprint or subject). Every
+entry's receipt is checked with :func:`ledger_client.receipt.verify_receipt` against a root
+*we* obtain, never the one in the receipt:
+
+- ``local`` backend: the member serves its signed checkpoint note of that tree size
+  (``ledger/checkpoints/{size}``); we verify the Ed25519 signature with the member's key from
+  our directory (:func:`ledger_client.checkpoint.open_checkpoint`) and take the root from the
+  note. Trust rests on the member's key: a member could sign a false checkpoint, which the
+  ``evm`` backend rules out.
+- ``evm`` backend: the root anchored on the consortium chain for (member, tree size).
+
+Reported per member: status, records found, records verified, and each failing record's
+``Type/id`` with the problems (``leaf``, ``proof``, ``receipt-root``, ``anchored-root``,
+``not-anchored``, ``no-receipt``, ``not-anchored-yet``, ``wrong-facility``,
+``anchor-unavailable``, ``bad-receipt``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+from urllib.parse import quote
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from adapters.peer.client import PeerClient, PeerUnavailable
+from edge.peer.codes import RECEIPT_EXTENSION, RECEIPT_PENDING_EXTENSION
+from edge.peer.context import issue_context
+from edge.peer.directory import Peer
+from ledger_client.backends.base import LedgerBackend
+from ledger_client.checkpoint import open_checkpoint
+from ledger_client.errors import LedgerError
+from ledger_client.receipt import Receipt, verify_receipt
+
+Status = Literal["ok", "not-found", "denied", "refused", "error", "unavailable", "timeout"]
+_PAGE = 100
+_MAX_PAGES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFailure:
+    resource: str  # Type/id (opaque ids; no content)
+    problems: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class PeerOutcome:
+    """What one member answered. ``records`` holds the verified resources (PHI: printed only
+    when asked for)."""
+
+    peer: str
+    status: Status = "ok"
+    found: int = 0
+    verified: int = 0
+    failures: list[EntryFailure] = field(default_factory=list)
+    detail: str = ""
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def to_json(self, *, records: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "peer": self.peer, "status": self.status, "found": self.found,
+            "verified": self.verified, "detail": self.detail,
+            "failures": [{"resource": f.resource, "problems": list(f.problems)}
+                         for f in self.failures]}
+        if records:
+            out["records"] = self.records
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class QuerySpec:
+    """Who asks and why (the request context), and for which patient."""
+
+    patient: str = field(repr=False)  # SYSTEM|VALUE
+    purpose: str
+    practitioner: str
+    role: str
+    reason: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Our facility's id, signing key and certificate thumbprint (for the JWTs)."""
+
+    facility: str
+    key: Ed25519PrivateKey = field(repr=False)
+    thumbprint: str
+    lifetime_s: int = 60
+
+
+class RootSource(Protocol):
+    async def root(self, peer: Peer, tree_size: int, client: PeerClient) -> bytes | None:
+        """The root ``peer`` anchored at ``tree_size``, obtained independently; None when
+        there is none. Raises PeerUnavailable/LedgerError when it cannot be asked."""
+
+
+class CheckpointRoots:
+    """``local`` backend: the member's signed checkpoint note, verified with its directory
+    key. Cached per (member, size): an anchored checkpoint never changes."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, int], bytes | None] = {}
+
+    async def root(self, peer: Peer, tree_size: int, client: PeerClient) -> bytes | None:
+        key = (peer.id, tree_size)
+        if key not in self._cache:
+            reply = await client.get(f"{peer.url}/ledger/checkpoints/{tree_size}",
+                                     accept="text/plain")
+            if reply.status == 404:
+                self._cache[key] = None
+            elif reply.status != 200 or not peer.matches(reply.server_cert or b""):
+                raise PeerUnavailable(f"checkpoint http-{reply.status}")
+            else:
+                checkpoint = open_checkpoint(reply.body.decode("utf-8"), peer.verifier)
+                self._cache[key] = (checkpoint.root_hash
+                                    if checkpoint.tree_size == tree_size else None)
+        return self._cache[key]
+
+
+class LedgerRoots:
+    """``evm`` backend: the root on the consortium chain."""
+
+    def __init__(self, backend: LedgerBackend) -> None:
+        self._backend = backend
+
+    async def root(self, peer: Peer, tree_size: int, client: PeerClient) -> bytes | None:
+        anchored = await self._backend.get(peer.id, tree_size)
+        return anchored.root_hash if anchored is not None else None
+
+
+async def _verify_entry(entry: Mapping[str, Any], peer: Peer, client: PeerClient,
+                        roots: RootSource) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
+    resource = entry.get("resource")
+    if not isinstance(resource, dict):
+        return None, ("no-resource",)
+    extensions = {e.get("url"): e for e in entry.get("extension", []) if isinstance(e, dict)}
+    if RECEIPT_PENDING_EXTENSION in extensions:
+        return resource, ("not-anchored-yet",)
+    ext = extensions.get(RECEIPT_EXTENSION)
+    if ext is None:
+        return resource, ("no-receipt",)
+    try:
+        receipt = Receipt.from_json(json.loads(str(ext.get("valueString", ""))))
+    except (LedgerError, ValueError):
+        return resource, ("bad-receipt",)
+    if receipt.facility != peer.id:
+        return resource, ("wrong-facility",)
+    try:
+        root = await roots.root(peer, receipt.tree_size, client)
+    except (PeerUnavailable, LedgerError):
+        return resource, ("anchor-unavailable",)
+    return resource, verify_receipt(resource, receipt, root).problems
+
+
+def _label(resource: Mapping[str, Any] | None) -> str:
+    if resource is None:
+        return "?"
+    return f"{resource.get('resourceType', '?')}/{resource.get('id', '?')}"
+
+
+async def query_peer(peer: Peer, spec: QuerySpec, *, client: PeerClient, creds: Credentials,
+                     roots: RootSource) -> PeerOutcome:
+    """Ask one member; never raises for the member's fault (it is in the outcome)."""
+    outcome = PeerOutcome(peer.id)
+
+    async def get(url: str) -> tuple[int, Any]:
+        token = issue_context(creds.key, issuer=creds.facility, audience=peer.id,
+                              practitioner=spec.practitioner, role=spec.role,
+                              purpose=spec.purpose, cert_thumbprint=creds.thumbprint,
+                              reason=spec.reason, lifetime_s=creds.lifetime_s)
+        reply = await client.get(url, token=token)
+        if not peer.matches(reply.server_cert or b""):
+            raise PeerUnavailable("server certificate is not this member's")
+        try:
+            return reply.status, json.loads(reply.body) if reply.body else None
+        except ValueError:
+            return reply.status, None
+
+    def refused(status: int) -> bool:
+        if status == 200:
+            return False
+        outcome.status = "denied" if status == 403 else "refused" if status == 401 else "error"
+        outcome.detail = f"http-{status}"
+        return True
+
+    try:
+        status, bundle = await get(f"{peer.url}/Patient?identifier={quote(spec.patient)}")
+        if refused(status):
+            return outcome
+        entries = bundle.get("entry", []) if isinstance(bundle, dict) else []
+        if not entries:
+            outcome.status = "not-found"
+            return outcome
+        patient_id = str(entries[0].get("resource", {}).get("id", ""))
+        url: str | None = (f"{peer.url}/Patient/{quote(patient_id, safe='')}/$everything"
+                           f"?_count={_PAGE}")
+        for _ in range(_MAX_PAGES):
+            if url is None:
+                break
+            status, page = await get(url)
+            if refused(status):  # e.g. revoked between two pages
+                return outcome
+            for entry in page.get("entry", []) if isinstance(page, dict) else []:
+                outcome.found += 1
+                resource, problems = await _verify_entry(entry, peer, client, roots)
+                if problems:
+                    outcome.failures.append(EntryFailure(_label(resource), problems))
+                else:
+                    outcome.verified += 1
+                    assert resource is not None
+                    outcome.records.append(resource)
+            nxt = next((link.get("url") for link in page.get("link", [])
+                        if link.get("relation") == "next"), None)
+            # Follow only links back to the same member.
+            url = nxt if isinstance(nxt, str) and _same_origin(nxt, peer.url) else None
+    except PeerUnavailable as exc:
+        outcome.status, outcome.detail = "unavailable", exc.kind
+    return outcome
+
+
+def _same_origin(url: str, base: str) -> bool:
+    from urllib.parse import urlsplit
+
+    a, b = urlsplit(url), urlsplit(base)
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+
+
+async def query_peers(peers: Sequence[Peer], spec: QuerySpec, *, client: PeerClient,
+                      creds: Credentials, roots: RootSource,
+                      timeout_s: float) -> list[PeerOutcome]:
+    """Ask every member in ``peers`` at once; each gets ``timeout_s`` in all."""
+
+    async def one(peer: Peer) -> PeerOutcome:
+        try:
+            return await asyncio.wait_for(
+                query_peer(peer, spec, client=client, creds=creds, roots=roots), timeout_s)
+        except TimeoutError:
+            return PeerOutcome(peer.id, "timeout", detail=f"no answer within {timeout_s:g} s")
+
+    return list(await asyncio.gather(*(one(peer) for peer in peers)))
