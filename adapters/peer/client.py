@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 import aiohttp
+from aiohttp.connector import Connection
 
 from adapters.errors import AdapterError
 
@@ -33,6 +34,20 @@ class PeerReply:
     server_cert: bytes | None = field(repr=False)
 
 
+class _CertResponse(aiohttp.ClientResponse):
+    """Remembers the server's certificate when the response starts (aiohttp may hand the
+    connection back to its pool before the caller sees the response)."""
+
+    server_cert: bytes | None = None
+
+    async def start(self, connection: Connection) -> aiohttp.ClientResponse:
+        transport = connection.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if isinstance(ssl_object, ssl.SSLObject):
+            self.server_cert = ssl_object.getpeercert(binary_form=True)
+        return await super().start(connection)
+
+
 class PeerClient:
     """One connection pool for many requests; use ``async with``."""
 
@@ -44,7 +59,8 @@ class PeerClient:
 
     async def __aenter__(self) -> PeerClient:
         connector = aiohttp.TCPConnector(ssl=self._context, limit=self._limit)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
+                                              response_class=_CertResponse)
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
@@ -65,11 +81,7 @@ class PeerClient:
             headers["Authorization"] = f"Bearer {token}"
         try:
             async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
-                cert = None
-                if resp.connection is not None and resp.connection.transport is not None:
-                    ssl_object = resp.connection.transport.get_extra_info("ssl_object")
-                    if isinstance(ssl_object, ssl.SSLObject):
-                        cert = ssl_object.getpeercert(binary_form=True)
+                cert = resp.server_cert if isinstance(resp, _CertResponse) else None
                 body = await resp.read()
                 return PeerReply(resp.status, body, resp.content_type, cert)
         except TimeoutError:

@@ -136,10 +136,12 @@ class Daemon:
         finally:
             conn.close()
         # Workers start on first use; forkserver, because forking a process that runs the
-        # writer thread could copy a held lock into the child.
+        # writer thread could copy a held lock into the child. They run at a lower priority
+        # (nice 10): conversion is deferred work, acknowledging senders is not.
         self._executor = ProcessPoolExecutor(
             max_workers=max(1, min(2, os.cpu_count() or 1)),
-            mp_context=multiprocessing.get_context("forkserver"))
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=os.nice, initargs=(10,))
         self._processor = Processor(path, self._committer, keys, sealer,
                                     NormalizeContext.from_settings(self.settings),
                                     self._executor, profiles=_device_profiles(self.settings),

@@ -474,7 +474,7 @@ class FHIRService:
         raw = envelope(interaction, request_id, entries, patients,  # type: ignore[arg-type]
                        source=source, aliases=aliases)
         message_type = f"FHIR^{interaction}"
-        header = _header(client.name, request_id)
+        header = _header(client.name, request_id, interaction)
         stored = await self._inbox.store(
             Arrival(raw, LISTENER, peer, self._clock(), header), state="received", reason="",
             ack_for=lambda _row: ("CA", b""))
@@ -672,12 +672,13 @@ def _identifier_condition(condition: str, name: str) -> str:
     return pairs[0][1]
 
 
-def _header(client: str, request_id: str) -> Header:
-    # The inbox's PHI-free metadata: the client as the sender, our request id as control id.
+def _header(client: str, request_id: str, interaction: str) -> Header:
+    # The inbox's PHI-free metadata: the client as the sender, our request id as control id,
+    # message_type FHIR^<interaction> (what the processor routes to normalize_fhir by).
     return Header(field_separator="|", encoding_characters="^~\\&",
                   sending_application=client, sending_facility="", receiving_application="",
                   receiving_facility="", message_datetime="", message_code="FHIR",
-                  trigger_event="", message_structure="", control_id=request_id,
+                  trigger_event=interaction, message_structure="", control_id=request_id,
                   processing_id="P", version_id="4.0.1", accept_ack_type="",
                   application_ack_type="", character_sets=(), codec="utf-8")
 

@@ -228,7 +228,7 @@ def normalize_fhir(raw: bytes, *, context: NormalizeContext) -> FHIRMessage:
         except NormalizeError as exc:
             if not transaction:
                 raise
-            rest = exc.path.partition(".")[2]
+            rest = exc.path.partition(".")[2].lstrip(".")
             raise NormalizeError(f"{where}.{rest}" if rest else where, exc.reason,
                                  fault=exc.fault) from None
         if isinstance(source, str):

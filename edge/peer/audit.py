@@ -181,8 +181,10 @@ def write_audit(conn: sqlite3.Connection, store: ResourceStore, events: list[dic
 def audit_trail(conn: sqlite3.Connection, store: ResourceStore,
                 patient: PatientRef) -> list[dict[str, Any]]:
     """Every AuditEvent about ``patient``, oldest first (the accounting of disclosures)."""
-    events = [v.resource for v in store.search(conn, patient=patient, type="AuditEvent")]
-    return sorted(events, key=lambda e: (str(e.get("recorded", "")), str(e.get("id", ""))))
+    versions = store.search(conn, patient=patient, type="AuditEvent")
+    # Events of one request share ``recorded``; the row order is the order they were written.
+    versions.sort(key=lambda v: (str(v.resource.get("recorded", "")), v.row))
+    return [v.resource for v in versions]
 
 
 def summarize(event: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,12 @@ transaction left off: nothing acknowledged is skipped, nothing is stored twice.
 Conversion runs in worker processes (:mod:`edge.processing.worker`); storing runs on the
 group-commit writer, so the resource rows, their leaves and the message's new state commit
 together.
+
+Messages convert concurrently but commit in the order they were claimed (inbox order): an
+A08 received after an A01 must leave the Patient as the A08 says, whichever conversion
+finishes first. When a message fails for a reason that is not its content (a worker died,
+the disk), the messages claimed after it do not commit either: all of them stay ``received``
+and are retried in order.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import NamedTuple
 
 from edge.astm.profile import DeviceProfile
 from edge.crypto.blind_index import parse_identifier_token
+from edge.errors import EdgeError
 from edge.fhirapi.preconditions import failed_precondition
 from edge.inbox.schema import TABLE as INBOX
 from edge.inbox.sealing import InboxSealer
@@ -75,6 +82,8 @@ class Processor:
         self._on_appended = on_appended
         self._wake = asyncio.Event()
         self._claims: dict[int, asyncio.Future[Processed]] = {}
+        # Resolves (True: committed) when the most recently claimed message is done.
+        self._tail: asyncio.Future[bool] | None = None
         self._log: MerkleLog | None = None  # lives on the writer's connection and thread
         self._stopping = False
         self._sleep = sleep
@@ -138,16 +147,21 @@ class Processor:
     async def _claim(self, row_id: int, payload: bytes, message_type: str | None,
                      listener: str, *, reader: sqlite3.Connection | None = None,
                      key_id: str | None = None) -> Processed:
-        future: asyncio.Future[Processed] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Processed] = loop.create_future()
         self._claims[row_id] = future
+        previous, turn = self._tail, loop.create_future()
+        self._tail = turn
         try:
             raw = payload if reader is None or key_id is None else await asyncio.to_thread(
                 self._sealer.open, reader, INBOX, row_id, PAYLOAD_VERSION, key_id, payload)
-            loop = asyncio.get_running_loop()
             outcome = await loop.run_in_executor(
                 self._executor, convert, raw, kind_of(message_type), self._context,
                 self._profiles.get(listener))
-            result = await self._committer.run(self._record(row_id, outcome))
+            if previous is not None and not await asyncio.shield(previous):
+                raise ProcessingOrderError(row_id)
+            result = await self._committer.run(self._record(row_id, outcome), background=True)
+            turn.set_result(True)
             self.counts[result.state] += 1
             if result.log_size:
                 self._on_appended(result.log_size)
@@ -158,6 +172,11 @@ class Processor:
             return result
         except BaseException as exc:
             # Stays ``received``: retried on the next round or after a restart.
+            if not turn.done():
+                if previous is None or previous.done():
+                    turn.set_result(False)
+                else:  # resolve only after the one before, to keep the chain in order
+                    previous.add_done_callback(lambda _: _fail_turn(turn))
             if not future.done():
                 future.set_exception(exc)
                 future.exception()  # marks it retrieved: the caller gets it from the raise
@@ -206,6 +225,21 @@ class _Row(NamedTuple):
     payload: bytes
     message_type: str | None
     listener: str
+
+
+def _fail_turn(turn: asyncio.Future[bool]) -> None:
+    if not turn.done():
+        turn.set_result(False)
+
+
+class ProcessingOrderError(EdgeError):
+    """An earlier message did not commit, so this one waits for the retry (inbox order)."""
+
+    fault = "environment"
+    retriable = True
+
+    def __init__(self, row_id: int) -> None:
+        super().__init__(f"inbox row {row_id}: an earlier message failed; retried in order")
 
 
 def _pending(reader: sqlite3.Connection, limit: int) -> list[_Row]:

@@ -6,11 +6,18 @@ to one writer thread; the thread takes whatever is waiting (up to ``max_batch``)
 operation inside its own SAVEPOINT so one failing operation does not sink its neighbours,
 commits once, and only then resolves the callers' futures. A caller's future resolving is
 therefore the promise that its write is on disk.
+
+Two lanes: *foreground* writes (intake: a sender waits for its ACK) and *background* writes
+(the processing stage, whose operations store a message's resources and take milliseconds).
+Each transaction takes every waiting foreground write and at most one background write, so
+an ACK never queues behind a backlog of processing, and processing still moves with every
+commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import queue
@@ -73,6 +80,8 @@ class GroupCommitter:
         self._path = path
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._background: collections.deque[_Job[Any]] = collections.deque()
+        self._waiting = threading.Semaphore(0)  # one permit per queued item, either lane
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self.stats = CommitStats()
@@ -83,23 +92,30 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, op: Operation[T]) -> asyncio.Future[T]:
-        """Queue ``op`` to run in the next transaction. The future resolves after COMMIT."""
+    def submit(self, op: Operation[T], *, background: bool = False) -> asyncio.Future[T]:
+        """Queue ``op`` to run in the next transaction (a background op: in one of the next,
+        see the module docstring). The future resolves after COMMIT."""
         if self._thread is None:
             raise StorageError("submit", "the writer is not running", retriable=True)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(op, loop, future))
+        job = _Job(op, loop, future)
+        if background:
+            self._background.append(job)
+        else:
+            self._queue.put(job)
+        self._waiting.release()
         return future
 
-    async def run(self, op: Operation[T]) -> T:
-        return await self.submit(op)
+    async def run(self, op: Operation[T], *, background: bool = False) -> T:
+        return await self.submit(op, background=background)
 
     def close(self) -> None:
         """Finish every queued operation, then stop the thread and close the connection."""
         if self._thread is None:
             return
         self._queue.put(_STOP)
+        self._waiting.release()
         self._thread.join()
         self._thread = None
         if self._conn is not None:
@@ -108,20 +124,29 @@ class GroupCommitter:
 
     def _run(self) -> None:
         stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            batch: list[_Job[Any]] = [first]
+        while True:
+            if not stopping:
+                self._waiting.acquire()
+            batch: list[_Job[Any]] = []
             while len(batch) < self._max_batch:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is _STOP:
-                    stopping = True
-                    break
+                    stopping = True  # finish what is queued, in both lanes, then stop
+                    continue
                 batch.append(item)
+            with contextlib.suppress(IndexError):
+                batch.append(self._background.popleft())
+            if not batch:
+                if stopping:
+                    return
+                continue
+            # Permits for the items taken beyond the one acquired above (a permit may lag
+            # its item by a moment; an extra wake-up then finds nothing and loops).
+            for _ in range(len(batch) - 1):
+                self._waiting.acquire(blocking=False)
             self._commit(batch)
 
     def _commit(self, batch: list[_Job[Any]]) -> None:

@@ -97,8 +97,8 @@ def vkey(instance: Path, facility: str) -> str:
 class Webhook:
     url: str
     secret: bytes
-    received: list[tuple[dict[str, Any], dict[str, str]]] = field(default_factory=list)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    received: asyncio.Queue[tuple[bytes, dict[str, str]]] = field(
+        default_factory=asyncio.Queue)
 
 
 @contextlib.asynccontextmanager
@@ -107,8 +107,7 @@ async def webhook_server(secret: bytes) -> AsyncIterator[Webhook]:
 
     async def receive(request: web.Request) -> web.Response:
         body = await request.read()
-        hook.received.append((json.loads(body), dict(request.headers)))
-        hook.arrived.set()
+        hook.received.put_nowait((body, dict(request.headers)))
         return web.Response(status=204)
 
     app = web.Application()
@@ -382,8 +381,9 @@ async def test_consent_grant_revoke_and_sensitive_labels(tmp_path: Path) -> None
         # The accounting shows the disclosures, what was released, and no PHI.
         trail = await audit_of(b)
         disclosures = [e for e in trail if e["event"] == "disclosure"]
-        assert len(disclosures) == 2
-        assert disclosures[0]["released"] == outcome.found
+        # Each query: discovery (the Patient), then $everything.
+        assert sorted(e["released"] for e in disclosures) == [1, 1, outcome.found,
+                                                              outcome.found + 1]
         assert all(e["facility"] == "a" and e["purpose"] == "TREAT" for e in disclosures)
         assert not any(e["break_glass"] for e in trail)
         assert "JONES" not in json.dumps(trail)
@@ -400,14 +400,19 @@ async def test_break_glass_is_granted_audited_and_notified(tmp_path: Path) -> No
         outcome = (await ask(c, ["b"], "BTG", role="emergency-physician",
                              reason="unconscious on arrival"))["b"]
         assert outcome.status == "ok" and outcome.found == outcome.verified > 0
-        await asyncio.wait_for(c.webhook.arrived.wait(), 30)
-        notice, headers = c.webhook.received[0]
-        expected = hmac.new(c.webhook.secret, json.dumps(notice).encode(), hashlib.sha256)
-        assert headers["X-Hie-Edge-Signature"] == "sha256=" + expected.hexdigest()
-        assert notice["break_glass"] is True and notice["recipient"] == "a"
-        assert notice["purpose"] == "BTG" and "Observation" in notice["data_classes"]
-        text = json.dumps(notice)
-        assert "PAT77" not in text and "JONES" not in text and "1961" not in text
+        # Two disclosures (discovery, then $everything), two notices; none for the refusal.
+        notices = []
+        for _ in range(2):
+            body, headers = await asyncio.wait_for(c.webhook.received.get(), 30)
+            expected = hmac.new(c.webhook.secret, body, hashlib.sha256).hexdigest()
+            assert headers["X-Hie-Edge-Signature"] == "sha256=" + expected
+            text = body.decode()
+            assert "PAT77" not in text and "JONES" not in text and "1961" not in text
+            notices.append(json.loads(body))
+        assert all(n["break_glass"] and n["recipient"] == "a" and n["purpose"] == "BTG"
+                   for n in notices)
+        assert {"Observation", "Patient"} <= {k for n in notices for k in n["data_classes"]}
+        assert c.webhook.received.empty()
         trail = await audit_of(b)
         flagged = [e for e in trail if e["break_glass"]]
         assert {e["event"] for e in flagged} >= {"consent-decision", "operation",

@@ -1,0 +1,211 @@
+"""The peer API service without sockets: discovery, paging, totals, decisions per page,
+receipts, audit, replay, checkpoints."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.peer.audit import Actor, audit_trail, summarize
+from edge.peer.codes import RECEIPT_EXTENSION, RECEIPT_PENDING_EXTENSION
+from edge.peer.consent import ConsentSpec, build_consent, revoke, store_consent
+from edge.peer.service import PeerRequest
+from ledger_client.checkpoint import open_checkpoint
+from ledger_client.log import MerkleLog
+from ledger_client.receipt import Receipt, verify_receipt
+from tests.edge.peer.support import REF, PeerEnv, make_env, observation, patient
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[PeerEnv]:
+    e = make_env(tmp_path)
+    e.put([patient(), *(observation(k) for k in range(7)), observation(99, "PSY")])
+    await e.anchor()
+    yield e
+    e.close()
+
+
+def grant(env: PeerEnv, **spec: Any) -> str:
+    conn = env.connect()
+    try:
+        consent = build_consent(ConsentSpec(**spec), patient_id="pat-1", now=datetime.now(UTC))
+        store_consent(conn, env.store, consent, patient=REF,
+                      actor=Actor("local", "here", "local/op"), facility="here",
+                      now=datetime.now(UTC))
+        return str(consent["id"])
+    finally:
+        conn.close()
+
+
+def trail(env: PeerEnv) -> list[dict[str, Any]]:
+    conn = env.connect()
+    try:
+        return [summarize(e) for e in audit_trail(conn, env.store, REF)]
+    finally:
+        conn.close()
+
+
+async def test_no_consent_is_403_and_audited(env: PeerEnv) -> None:
+    answer = await env.get("/Patient/pat-1/$everything")
+    assert answer.status == 403
+    assert answer.json()["issue"][0]["diagnostics"] == "access denied: no-consent"
+    events = trail(env)
+    assert [(e["event"], e["outcome"]) for e in events] == [
+        ("consent-decision", "refused"), ("operation", "refused")]
+    assert events[0]["facility"] == "there" and events[0]["user"] == "there/dr-x"
+
+
+async def test_pages_totals_and_receipts(env: PeerEnv) -> None:
+    grant(env, facilities=("there",))
+    first = (await env.get("/Patient/pat-1/$everything", {"_count": "3"})).json()
+    # 1 Patient + 7 Observations; the PSY one is withheld and not counted.
+    assert first["total"] == 8
+    assert [e["resource"]["id"] for e in first["entry"]] == ["pat-1", "obs-0", "obs-1"]
+    nxt = next(link["url"] for link in first["link"] if link["relation"] == "next")
+    assert nxt.startswith("https://here.test/Patient/pat-1/$everything?") and "_offset=3" in nxt
+    seen = [e["resource"]["id"] for e in first["entry"]]
+    offset = 3
+    while True:
+        page = (await env.get("/Patient/pat-1/$everything",
+                              {"_count": "3", "_offset": str(offset)})).json()
+        seen += [e["resource"]["id"] for e in page["entry"]]
+        offset += 3
+        if not any(link["relation"] == "next" for link in page["link"]):
+            break
+    assert seen == ["pat-1", *(f"obs-{k}" for k in range(7))]
+    anchored = env.anchorer.latest_anchored()
+    assert anchored is not None
+    for entry in first["entry"]:
+        ext = entry["extension"][0]
+        assert ext["url"] == RECEIPT_EXTENSION
+        receipt = Receipt.from_json(json.loads(ext["valueString"]))
+        check = verify_receipt(entry["resource"], receipt, anchored.checkpoint.root_hash)
+        assert check.ok, check.problems
+
+
+async def test_consent_is_decided_again_for_every_page(env: PeerEnv) -> None:
+    consent_id = grant(env, facilities=("there",))
+    first = await env.get("/Patient/pat-1/$everything", {"_count": "2"})
+    assert first.status == 200
+    conn = env.connect()
+    try:
+        revoke(conn, env.store, REF, consent_id, actor=Actor("local", "here", "local/op"),
+               facility="here", now=datetime.now(UTC))
+    finally:
+        conn.close()
+    second = await env.get("/Patient/pat-1/$everything", {"_count": "2", "_offset": "2"})
+    assert second.status == 403
+
+
+async def test_type_limits_and_search_by_patient(env: PeerEnv) -> None:
+    grant(env, facilities=("there",), classes=("Condition",))
+    everything = (await env.get("/Patient/pat-1/$everything")).json()
+    # Only the Patient (always, when permitted): no Observation was permitted.
+    assert everything["total"] == 1
+    search = (await env.get("/Observation", {"patient": "Patient/pat-1"})).json()
+    assert search["total"] == 0 and search["entry"] == []
+    grant(env, facilities=("there",), classes=("Observation",), labels=("PSY",))
+    search = (await env.get("/Observation", {"patient": "pat-1"})).json()
+    assert search["total"] == 8  # with the PSY one now
+
+
+async def test_discovery_needs_one_certain_match(env: PeerEnv) -> None:
+    env.put([patient(2, name=[{"family": "Quxfam", "given": ["Zorb"]}], birthDate="1970-01-01")],
+            ref=REF.__class__(REF.system, "MRN2"))
+    grant(env, facilities=("there",))
+    by_id = (await env.get("/Patient", {"identifier": "urn:oid:1.2.3.4|MRN1"})).json()
+    assert by_id["total"] == 1 and by_id["entry"][0]["resource"]["id"] == "pat-1"
+    # pat-1 and pat-2 share these demographics: not one certain match, nothing released.
+    twins = {"family": "quxfam", "given": "ZORB", "birthdate": "1970-01-01",
+             "gender": "female"}
+    answer = (await env.get("/Patient", twins)).json()
+    assert answer["total"] == 0 and answer["entry"] == []
+    partial = await env.get("/Patient", {"family": "Quxfam"})
+    assert partial.status == 400
+    unknown = (await env.get("/Patient", {"identifier": "urn:oid:1.2.3.4|NOPE"})).json()
+    assert unknown["total"] == 0
+
+
+async def test_default_permit_treatment_and_purposes(tmp_path: Path) -> None:
+    e = make_env(tmp_path, default_consent="permit-treatment")
+    try:
+        e.put([patient(), observation(1), observation(2, "R")])
+        answer = (await e.get("/Patient/pat-1/$everything")).json()
+        assert answer["total"] == 2  # the R-labelled one needs an explicit permit
+        # Not anchored yet: served, marked pending.
+        assert all(x["extension"][0]["url"] == RECEIPT_PENDING_EXTENSION
+                   for x in answer["entry"])
+        assert (await e.get("/Patient/pat-1/$everything", purpose="HPAYMT")).status == 403
+    finally:
+        e.close()
+
+
+async def test_break_glass_needs_role_and_reason(env: PeerEnv) -> None:
+    assert (await env.get("/Patient/pat-1/$everything", purpose="BTG", role="er")).status == 403
+    assert (await env.get("/Patient/pat-1/$everything", purpose="BTG", role="clerk",
+                          reason="unconscious")).status == 403
+    answer = await env.get("/Patient/pat-1/$everything", purpose="ETREAT", role="er",
+                           reason="unconscious")
+    assert answer.status == 200 and answer.json()["total"] == 8  # PSY still withheld
+    flagged = [e for e in trail(env) if e["break_glass"]]
+    assert {e["event"] for e in flagged} == {"consent-decision", "operation", "disclosure"}
+
+
+async def test_context_failures_are_401_and_audited(env: PeerEnv) -> None:
+    grant(env, facilities=("there",))
+    token = env.token()
+    assert (await env.get("/Patient/pat-1", token=token)).status == 200
+    assert (await env.get("/Patient/pat-1", token=token)).status == 401  # replay
+    assert (await env.get("/Patient/pat-1", token=env.token(audience="elsewhere"))).status \
+        == 401
+    assert (await env.get("/Patient/pat-1",
+                          token=env.token(cert_thumbprint="A" * 43))).status == 401
+    conn = env.connect()
+    try:
+        (refused,) = conn.execute("SELECT count(*) FROM resources WHERE type = 'AuditEvent' "
+                                  "AND patient IS NULL").fetchone()
+    finally:
+        conn.close()
+    assert refused == 3  # sealed under the SYSTEM key: no patient was looked at
+    assert env.service.counters.refused == 3
+
+
+async def test_audit_events_are_ledgered(env: PeerEnv) -> None:
+    conn = env.connect()
+    try:
+        before = MerkleLog(conn).size
+    finally:
+        conn.close()
+    await env.get("/Patient/pat-1/$everything")
+    conn = env.connect()
+    try:
+        rows = conn.execute("SELECT leaf_hash, ledger_index FROM resources "
+                            "WHERE type = 'AuditEvent' ORDER BY row").fetchall()
+        log = MerkleLog(conn)
+        assert log.size == before + len(rows) == before + 2
+        assert all(log.leaf(index) == bytes(leaf) for leaf, index in rows)
+    finally:
+        conn.close()
+
+
+async def test_checkpoint_endpoint_serves_signed_notes(env: PeerEnv) -> None:
+    anchored = env.anchorer.latest_anchored()
+    assert anchored is not None
+    size = anchored.checkpoint.tree_size
+    for which in (str(size), "latest"):
+        answer = await env.service.handle(_plain(env, f"/ledger/checkpoints/{which}"))
+        assert answer.status == 200
+        cp = open_checkpoint(answer.body.decode(), env.anchorer._signer.verifier)
+        assert (cp.tree_size, cp.root_hash) == (size, anchored.checkpoint.root_hash)
+    assert (await env.service.handle(_plain(env, "/ledger/checkpoints/999"))).status == 404
+    assert (await env.service.handle(_plain(env, "/metadata"))).status == 200
+    assert (await env.service.handle(_plain(env, "/Nothing"))).status == 404
+
+
+def _plain(env: PeerEnv, path: str) -> PeerRequest:
+    return PeerRequest(peer=env.peer, cert_der=env.cert, method="GET", path=path, query={})
