@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from datetime import UTC, datetime
@@ -31,23 +30,30 @@ A01 = (b"MSH|^~\\&|ADT1|HOSP|HIE|EDGE|202601011200||ADT^{event}^ADT_A01|{id}|P|2
        b"PV1|1|I|W1^1^1\r")
 
 
-class ReverseExecutor(Executor):
-    """Holds ``hold`` submissions, then runs them last-first: the second message's conversion
-    finishes before the first's."""
+class SecondFirstExecutor(Executor):
+    """Runs in the event loop's thread. The first conversion is held back; the second
+    finishes at once and the first only a few loop turns later, after the second's caller
+    has resumed: without ordering, the second message would commit first."""
 
-    def __init__(self, hold: int) -> None:
-        self._hold = hold
-        self._pending: list[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = []
-        self._lock = threading.Lock()
+    def __init__(self) -> None:
+        self._held: tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None = None
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         future: Future[Any] = Future()
-        with self._lock:
-            self._pending.append((future, fn, args))
-            ready = len(self._pending) == self._hold
-        if ready:
-            for fut, func, fargs in reversed(self._pending):
-                fut.set_result(func(*fargs))
+        if self._held is None:
+            self._held = (future, fn, args)
+            return future
+        held_future, held_fn, held_args = self._held
+        loop = asyncio.get_running_loop()
+
+        def release(turns: int) -> None:
+            if turns:
+                loop.call_soon(release, turns - 1)
+            else:
+                held_future.set_result(held_fn(*held_args))
+
+        loop.call_soon(release, 3)
+        future.set_result(fn(*args))
         return future
 
 
@@ -84,7 +90,7 @@ async def test_an_a08_converted_first_still_commits_after_its_a01(
         rows.append(stored.row_id)
     processor = Processor(path, committer, keys, sealer,
                           NormalizeContext(facility_id=settings.facility.id),
-                          ReverseExecutor(hold=2))
+                          SecondFirstExecutor())
     results = await asyncio.gather(*(processor.process(row, raw)
                                      for row, raw in zip(rows, messages, strict=True)))
     assert [r.state for r in results] == ["processed", "processed"]
