@@ -101,7 +101,7 @@ def setup(root: Path) -> tuple[Path, Path, Path, Ed25519PrivateKey, str]:
         serialization.Encoding.DER)
     config = init_instance(root / "inst", InitOptions(facility_id=SERVER, mllp_port=0,
                                                       admin_port=0))
-    text = config.read_text().replace("anchor_interval_s = 10", "anchor_interval_s = 0.5")
+    text = config.read_text().replace("anchor_interval_s = 10", "anchor_interval_s = 10")
     config.write_text(text + f"""
 [peer]
 bind = "127.0.0.1:0"

@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -491,4 +492,8 @@ def _build_serial(line: Any, metrics: Metrics) -> Adapter:
 
 def run_daemon(config_path: Path, settings: Settings) -> int:
     configure_logging(settings.logging.level, settings.logging.format)
+    # The writer thread runs CPU-bound Python (canonical JSON, AES-GCM, HMACs) for the
+    # processing stage; a shorter GIL switch interval (default 5 ms) bounds how long the event
+    # loop, which writes ACKs, can be kept waiting by it.
+    sys.setswitchinterval(0.0005)
     return asyncio.run(Daemon(config_path, settings).run())

@@ -130,15 +130,18 @@ class SourcePoller:
                 await self.poll_once()
                 backoff = 0.0
                 delay = self.source.interval_s
-            except (UpstreamError, StorageError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a source must never stop the daemon
+                # UpstreamError and StorageError say what failed (PHI-free); anything else
+                # is named by its type only (its message could quote upstream content).
+                known = isinstance(exc, (UpstreamError, StorageError))
                 self.stats.failures += 1
-                self.stats.last_error = str(exc)
+                self.stats.last_error = str(exc) if known else type(exc).__name__
                 self._bulk = None  # ask again: the server may have changed
                 backoff = min(max(backoff * 2, self.source.interval_s / 10),
                               self.source.backoff_max_s)
                 delay = backoff
                 log.warning("FHIR source poll failed", extra={"fields": {
-                    "source": self.name, "error": str(exc), "retry_in_s": delay}})
+                    "source": self.name, "error": self.stats.last_error, "retry_in_s": delay}})
             self._wake.clear()
             waiter = asyncio.ensure_future(self._wake.wait())
             sleeper = asyncio.ensure_future(self._sleep(delay))

@@ -67,7 +67,6 @@ log = logging.getLogger(__name__)
 LISTENER: Final = "fhir"  # the inbox ``listener`` of everything the API and sources bring
 FHIR_JSON: Final = "application/fhir+json"
 _SCAN_CHUNK: Final = 200
-_READERS: Final = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +151,6 @@ class FHIRService:
         self._new_id = new_id
         self._auth = Authenticator(settings)
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._opened = 0
         self.sources: dict[str, SourceHook] = {}
         self.counts = {"requests": 0, "writes": 0, "errors": 0}
         self._published = _now().isoformat(timespec="seconds")

@@ -28,6 +28,7 @@ import json
 import logging
 import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -134,6 +135,29 @@ class PeerCounters:
     break_glass: int = 0
 
 
+class _ReceiptCache:
+    """Serialized receipts by (leaf index, anchored tree size, leaf hash). A receipt for one
+    leaf against one anchored size never changes, so a patient looked up again within an
+    anchoring interval costs no proof reads; a new checkpoint makes new keys. The leaf hash
+    in the key ties an entry to the exact record version read. Bounded (it holds salts,
+    which are as secret as the records): the oldest half is dropped when full."""
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self._limit = limit
+        self._items: dict[tuple[int, int, bytes], str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int, bytes]) -> str | None:
+        return self._items.get(key)
+
+    def put(self, key: tuple[int, int, bytes], text: str) -> None:
+        with self._lock:
+            if len(self._items) >= self._limit:
+                for old in list(self._items)[: self._limit // 2]:
+                    del self._items[old]
+            self._items[key] = text
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -160,6 +184,7 @@ class PeerService:
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all_readers: list[sqlite3.Connection] = []
         self.counters = PeerCounters()
+        self._receipts = _ReceiptCache()
 
     def update(self, settings: PeerSettings) -> None:
         """New consent default, roles, limits (SIGHUP); the next request uses them."""
@@ -347,16 +372,19 @@ class PeerService:
             entry["extension"] = [{"url": RECEIPT_PENDING_EXTENSION,
                                    "valueCode": "not-anchored-yet"}]
             return entry
-        try:
-            receipt = make_receipt(merkle, anchored, index, version.salt)
-        except LedgerError:
-            log.error("receipt not available", extra={"fields": {"leaf_index": index}})
-            entry["extension"] = [{"url": RECEIPT_PENDING_EXTENSION,
-                                   "valueCode": "unavailable"}]
-            return entry
-        entry["extension"] = [{"url": RECEIPT_EXTENSION,
-                               "valueString": json.dumps(receipt.to_json(),
-                                                         separators=(",", ":"))}]
+        key = (index, anchored.checkpoint.tree_size, version.leaf_hash)
+        text = self._receipts.get(key)
+        if text is None:
+            try:
+                receipt = make_receipt(merkle, anchored, index, version.salt)
+            except LedgerError:
+                log.error("receipt not available", extra={"fields": {"leaf_index": index}})
+                entry["extension"] = [{"url": RECEIPT_PENDING_EXTENSION,
+                                       "valueCode": "unavailable"}]
+                return entry
+            text = json.dumps(receipt.to_json(), separators=(",", ":"))
+            self._receipts.put(key, text)
+        entry["extension"] = [{"url": RECEIPT_EXTENSION, "valueString": text}]
         return entry
 
     def _bundle(self, request: PeerRequest, plan: _Plan, count: int,

@@ -8,10 +8,11 @@ commits once, and only then resolves the callers' futures. A caller's future res
 therefore the promise that its write is on disk.
 
 Two lanes: *foreground* writes (intake: a sender waits for its ACK) and *background* writes
-(the processing stage, whose operations store a message's resources and take milliseconds).
-Each transaction takes every waiting foreground write and at most one background write, so
-an ACK never queues behind a backlog of processing, and processing still moves with every
-commit.
+(the processing stage, whose operations store a message's resources and take milliseconds
+of CPU). A transaction takes every waiting foreground write; only when none waits does it
+take one background write. An ACK therefore waits behind at most one background write, and
+under saturation processing pauses (its backlog stays ``received`` on disk, visible as
+pending) until the senders slow down.
 """
 
 from __future__ import annotations
@@ -137,8 +138,9 @@ class GroupCommitter:
                     stopping = True  # finish what is queued, in both lanes, then stop
                     continue
                 batch.append(item)
-            with contextlib.suppress(IndexError):
-                batch.append(self._background.popleft())
+            if not batch:
+                with contextlib.suppress(IndexError):
+                    batch.append(self._background.popleft())
             if not batch:
                 if stopping:
                     return

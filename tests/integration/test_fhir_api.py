@@ -15,6 +15,8 @@ import pytest
 from fhirpy import AsyncFHIRClient
 from fhirpy.base.exceptions import OperationOutcome as OutcomeError
 
+from adapters.tls import client_context
+from edge.devca import IssuedCert, issue
 from edge.inbox.schema import TABLE as INBOX
 from edge.store.schema import RESOURCES
 from tests.integration.conftest import RunningDaemon, daemon_with
@@ -304,3 +306,25 @@ async def test_fhirpy_sees_errors_as_operation_outcomes(fhir: RunningDaemon) -> 
     with pytest.raises(OutcomeError) as info:
         await create(client, observation("Patient/ghost"))
     assert "subject" in str(info.value)
+
+
+async def test_mutual_tls_names_the_client(tmp_path: Path) -> None:
+    tls = ('allow_anonymous_loopback = false\n'
+           'tls = { cert = "tls/node.pem", key = "tls/node-key.pem", client_ca = "tls/ca.pem" }')
+    instance = tmp_path / "inst"
+    async with daemon_with(instance, replace={"allow_anonymous_loopback = true": tls}) as running:
+        ca = IssuedCert(instance / "tls" / "ca.pem", instance / "tls" / "ca-key.pem")
+        client_cert = issue(ca, tmp_path, "client", common_name="ehr-client")
+        url = f"https://{running.daemon.bound['fhir'][0]}/Patient"
+        with_cert = client_context(ca=ca.cert, cert=client_cert.cert, key=client_cert.key)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, data=json.dumps(patient("TLS-1")), ssl=with_cert,
+                                 headers={"Content-Type": "application/fhir+json"}) as response:
+                assert response.status == 201
+            # No certificate: the handshake fails (no tokens file, so the cert is required).
+            with pytest.raises(aiohttp.ClientError):
+                async with http.get(url, ssl=client_context(ca=ca.cert)) as response:
+                    await response.read()
+        with sqlite3.connect(running.settings.storage.dir / "edge.db") as conn:
+            sender = conn.execute(f"SELECT sending_application FROM {INBOX}").fetchall()
+        assert sender == [("ehr-client",)]

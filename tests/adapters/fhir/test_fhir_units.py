@@ -160,11 +160,12 @@ def _obs(subject: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_envelope_keys_references_and_preconditions() -> None:
-    entries: list[dict[str, Any]] = [{"method": "POST", "type": "Observation", "id": "o1", "fullUrl": "urn:uuid:o",
-                "resource": _obs("Patient/p9"), "if_none_exist": "urn:x|1"},
-               {"method": "PUT", "type": "Observation", "id": "o2",
-                "resource": {**_obs("Patient/p9"), "id": "o2",
-                             "hasMember": [{"reference": "urn:uuid:o"}]}, "if_match": 3}]
+    entries: list[dict[str, Any]] = [
+        {"method": "POST", "type": "Observation", "id": "o1", "fullUrl": "urn:uuid:o",
+         "resource": _obs("Patient/p9"), "if_none_exist": "urn:x|1"},
+        {"method": "PUT", "type": "Observation", "id": "o2",
+         "resource": {**_obs("Patient/p9"), "id": "o2",
+                      "hasMember": [{"reference": "urn:uuid:o"}]}, "if_match": 3}]
     message = normalize_fhir(envelope("transaction", "r", entries,
                                       {"Patient/p9": "urn:x|MRN9"}), context=CTX)
     assert message.patient_key == "urn:x|MRN9" and message.message_type == "FHIR^transaction"
