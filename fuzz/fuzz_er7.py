@@ -21,7 +21,7 @@ def one_input(data: bytes) -> None:
                 field = segment.field(n)
                 field.values()
                 field.text()
-                for rep in range(1, len(field.repetitions()) + 1):
+                for rep in range(1, len(field.repetitions) + 1):
                     field.components(rep)
     except ER7Error:
         pass
