@@ -77,7 +77,7 @@ def _wait_notify(sock: socket.socket, timeout: float = 60) -> None:
 def start_ours(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     from edge.instance import InitOptions, init_instance
 
-    config = init_instance(workdir / "inst", InitOptions(mllp_port=0, admin_port=0))
+    config = init_instance(workdir / "inst", InitOptions(mllp_port=0, admin_port=0, fhir_port=0))
     text = config.read_text().replace('level = "info"', 'level = "warning"')
     config.write_text(text + '\n[logging]\nlevel = "warning"\n')
     notify_path = workdir / "notify.sock"

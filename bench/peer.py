@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,7 +99,7 @@ def setup(root: Path) -> tuple[Path, Path, Path, Ed25519PrivateKey, str]:
     der = x509.load_pem_x509_certificate(client.cert.read_bytes()).public_bytes(
         serialization.Encoding.DER)
     config = init_instance(root / "inst", InitOptions(facility_id=SERVER, mllp_port=0,
-                                                      admin_port=0))
+                                                      admin_port=0, fhir_port=0))
     text = config.read_text().replace("anchor_interval_s = 10", "anchor_interval_s = 10")
     config.write_text(text + f"""
 [peer]

@@ -31,8 +31,7 @@ class InitOptions:
     timezone: str = "UTC"
     mllp_port: int = 2575
     admin_port: int = 9100
-    # None: 8080, or any free port (0) when admin_port is 0, as in instances made for tests.
-    fhir_port: int | None = None
+    fhir_port: int = 8080
 
 
 def init_instance(directory: Path, options: InitOptions = InitOptions()) -> Path:
@@ -51,8 +50,7 @@ def init_instance(directory: Path, options: InitOptions = InitOptions()) -> Path
         created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
         facility_id=options.facility_id, timezone=options.timezone,
         mllp_port=options.mllp_port, admin_port=options.admin_port,
-        fhir_port=(options.fhir_port if options.fhir_port is not None
-                   else 0 if options.admin_port == 0 else 8080),
+        fhir_port=options.fhir_port,
     )
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:

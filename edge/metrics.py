@@ -32,6 +32,14 @@ class Metrics:
         self.refused = Counter("hie_edge_connections_refused",
                                "Connections refused (allowlist, limit, TLS)",
                                ["listener", "reason"], registry=r)
+        self.last_message = Gauge("hie_edge_listener_last_message_timestamp_seconds",
+                                  "When the listener last received a message (Unix time)",
+                                  ["listener"], registry=r)
+        self.silent = Gauge("hie_edge_listener_silent",
+                            "1 when the listener has had no message for silence_warning_s",
+                            ["listener"], registry=r)
+        self.raw_pruned = Counter("hie_edge_raw_messages_pruned",
+                                  "Raw payloads dropped by the retention policy", registry=r)
         self.inbox_pending = Gauge("hie_edge_inbox_pending",
                                    "Messages committed and waiting for later stages", registry=r)
         self.inbox_dead = Gauge("hie_edge_inbox_dead_letters",

@@ -7,8 +7,8 @@ Run a target (from the repository root)::
     .venv/bin/python fuzz/fuzz_er7.py -max_total_time=600  # ten minutes
     .venv/bin/python fuzz/fuzz_er7.py -runs=2000           # a fixed number of inputs
 
-With no corpus directory on the command line, the target uses ``build/fuzz/<target>/`` (git
-ignores ``build/``) and seeds it from ``../shared/corpora`` on first use: the corpora are read,
+With no corpus directory on the command line, the target uses ``build/fuzz/<target>/`` (or
+``$HIE_FUZZ_DIR/<target>/``; git ignores ``build/``) and seeds it from ``../shared/corpora`` on first use: the corpora are read,
 never copied into the repository. Crashes are written beside it (``-artifact_prefix``).
 
 Defaults (any given on the command line wins):
@@ -34,16 +34,20 @@ CORPORA = REPO_ROOT.parent / "shared" / "corpora"
 sys.path.insert(0, str(REPO_ROOT))  # so targets import edge/adapters run from anywhere
 
 DEFAULTS = {"timeout": "10", "rss_limit_mb": "1024", "malloc_limit_mb": "1024"}
-MAX_SEEDS = 400  # seeds per target: enough variety, a short CI run still gets past them
+# Seeds per target (HIE_FUZZ_MAX_SEEDS): enough variety; the CI smoke run takes fewer.
+MAX_SEEDS = int(os.environ.get("HIE_FUZZ_MAX_SEEDS", "400"))
 
 
 def corpus_messages(limit: int = MAX_SEEDS) -> list[bytes]:
-    """Single HL7 v2 messages from the shared corpora (via tests/corpus.py's rules)."""
+    """Single HL7 v2 messages from the shared corpora (via tests/corpus.py's rules), spread
+    over the whole corpus when only some are taken."""
     if not CORPORA.is_dir():
         return []
     from tests.corpus import iter_single_messages
 
-    return [raw for _, raw in iter_single_messages(CORPORA)][:limit]
+    messages = [raw for _, raw in iter_single_messages(CORPORA)]
+    step = max(1, len(messages) // max(1, min(limit, MAX_SEEDS)))
+    return messages[::step][:min(limit, MAX_SEEDS)]
 
 
 def _write_seeds(directory: Path, seeds: Iterable[bytes]) -> None:

@@ -34,7 +34,8 @@ def init(args: argparse.Namespace) -> int:
 
     options = InitOptions(facility_id=args.facility_id, timezone=args.timezone,
                           mllp_port=0 if args.any_port else 2575,
-                          admin_port=0 if args.any_port else 9100)
+                          admin_port=0 if args.any_port else 9100,
+                          fhir_port=0 if args.any_port else 8080)
     try:
         config = init_instance(args.dir, options)
     except InstanceExistsError as exc:
@@ -172,6 +173,24 @@ def verify(args: argparse.Namespace) -> int:
     from edge.cli.verify import run_verify
 
     return run_verify(args, load_settings(args)[1])
+
+
+def consent(args: argparse.Namespace) -> int:
+    from edge.cli.consent import run_consent
+
+    return run_consent(args, load_settings(args)[1])
+
+
+def audit(args: argparse.Namespace) -> int:
+    from edge.cli.audit import run_audit
+
+    return run_audit(args, load_settings(args)[1])
+
+
+def peer(args: argparse.Namespace) -> int:
+    from edge.cli.peer import run_peer
+
+    return run_peer(args, load_settings(args)[1])
 
 
 def send(args: argparse.Namespace) -> int:

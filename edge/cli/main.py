@@ -139,9 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--resource", metavar="TYPE/ID", help="every version of one resource")
     p.add_argument("--json", action="store_true")
 
+    from edge.cli.audit import add_parser as add_audit
+    from edge.cli.consent import add_parser as add_consent
     from edge.cli.ledger import add_parser as add_ledger
+    from edge.cli.peer import add_parser as add_peer
 
     add_ledger(sub, _Parser, _config_option)
+    for name, add, handler in (("consent", add_consent, commands.consent),
+                               ("audit", add_audit, commands.audit),
+                               ("peer", add_peer, commands.peer)):
+        add(sub, _Parser, _config_option)
+        sub.choices[name].set_defaults(handler=handler)
     return parser
 
 

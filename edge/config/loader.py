@@ -22,7 +22,9 @@ ENV_VAR = "HIE_EDGE_CONFIG"
 # Settings fields holding paths: relative values are taken from the config file's folder, so
 # an instance made by ``hie-edge init`` can be moved or backed up as one directory.
 _PATH_KEYS = {("storage", "dir"), ("keys", "kek_file"), ("keys", "signing_key_file"),
-              ("tls", "cert"), ("tls", "key"), ("tls", "client_ca"), ("evm", "key_file")}
+              ("tls", "cert"), ("tls", "key"), ("tls", "client_ca"), ("tls", "ca"),
+              ("tls", "crl"), ("evm", "key_file"), ("fhir", "tokens_file"),
+              ("sources", "bearer_token_file"), ("webhook", "secret_file")}
 
 
 class ConfigError(EdgeError):

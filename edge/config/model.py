@@ -93,6 +93,9 @@ class StorageSettings(_Strict):
     dir: Path = Path("/var/lib/hie-edge")
     # Group commit: one fsync covers up to this many messages from every connection.
     group_commit_max: int = Field(default=256, ge=1, le=10_000)
+    # Raw messages of processed records are dropped after this many days (0: kept forever;
+    # the FHIR resources made from them are kept either way).
+    raw_retention_days: int = Field(default=0, ge=0, le=36_500)
 
 
 class KeySettings(_Strict):
@@ -115,6 +118,8 @@ class MLLPListenerSettings(_Strict):
     max_connections: int = Field(default=64, ge=1, le=10_000)
     idle_timeout_s: float = Field(default=3600.0, gt=0)
     frame_timeout_s: float = Field(default=60.0, gt=0)
+    # Warn (log + metric) when no message has arrived for this long; 0: never.
+    silence_warning_s: float = Field(default=0.0, ge=0)
     allow: tuple[str, ...] = ("0.0.0.0/0", "::/0")
     fallback_charset: str = "latin-1"
     versions: tuple[str, ...] = ("2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6",

@@ -148,6 +148,7 @@ class IntakeService:
                    batch_id: str) -> tuple[bytes | None, bool]:
         """Returns (the ACK to send or None, whether the message is safely stored)."""
         self._metrics.received.labels(listener.name).inc()
+        self._metrics.last_message.labels(listener.name).set_to_current_time()
         now = self._clock()
         try:
             header = parse_header(raw, fallback_codec=listener.fallback_charset)

@@ -151,9 +151,11 @@ class WebhookSender:
             delay = step * (0.5 + 0.5 * self._jitter())
             state = "failed" if attempts >= self._max_attempts else "pending"
         due = self._now_ms() + int(delay * 1000)
+        # The background lane: bookkeeping never delays an ACK or a peer's answer.
         await self._committer.run(lambda conn: conn.execute(
             f"UPDATE {NOTIFICATIONS} SET state = ?, attempts = ?, next_attempt_ms = ?, "  # noqa: S608
-            "last_error = ? WHERE id = ?", (state, attempts, due, error, notice_id)))
+            "last_error = ? WHERE id = ?", (state, attempts, due, error, notice_id)),
+            background=True)
 
     def _next_wait_s(self, reader: sqlite3.Connection) -> float:
         (due,) = reader.execute(

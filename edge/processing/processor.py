@@ -63,6 +63,7 @@ class Processed:
     resources: int = 0
     log_size: int = 0  # the Merkle log's size after this message's leaves
     versions: tuple[Version, ...] = ()
+    already_done: bool = False  # another caller had processed it
 
 
 class Processor:
@@ -162,7 +163,8 @@ class Processor:
                 raise ProcessingOrderError(row_id)
             result = await self._committer.run(self._record(row_id, outcome), background=True)
             turn.set_result(True)
-            self.counts[result.state] += 1
+            if not result.already_done:
+                self.counts[result.state] += 1
             if result.log_size:
                 self._on_appended(result.log_size)
             if result.state != "processed":
@@ -186,6 +188,13 @@ class Processor:
 
     def _record(self, row_id: int, outcome: Outcome) -> Callable[[sqlite3.Connection], Processed]:
         def op(conn: sqlite3.Connection) -> Processed:
+            # Checked in the writing transaction: a row the background loop read just before
+            # an on-processed caller finished it must not be stored twice.
+            (state, reason) = conn.execute(
+                f"SELECT state, coalesce(reason, '') FROM {INBOX} WHERE id = ?",  # noqa: S608
+                (row_id,)).fetchone()
+            if state != "received":
+                return Processed(row_id, state, reason, already_done=True)
             if isinstance(outcome, Failed):
                 _set_state(conn, row_id, outcome.state, outcome.reason)
                 return Processed(row_id, outcome.state, outcome.reason)

@@ -63,6 +63,8 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
+        # Deleted rows (erasure, retention) are overwritten, not left in free pages.
+        conn.execute("PRAGMA secure_delete = ON")
     except sqlite3.Error as exc:
         raise StorageError("open database", exc.__class__.__name__ + ": " + str(exc)) from None
     return conn

@@ -26,7 +26,7 @@ from edge.instance import InitOptions, init_instance
 def make_instance(directory: Path, extra: str = "", *, replace: dict[str, str] | None = None,
                   ) -> Path:
     """An instance made by ``init`` with every port 0, plus ``extra`` TOML appended."""
-    config = init_instance(directory, InitOptions(mllp_port=0, admin_port=0))
+    config = init_instance(directory, InitOptions(mllp_port=0, admin_port=0, fhir_port=0))
     text = config.read_text()
     for old, new in (replace or {}).items():
         assert old in text, old

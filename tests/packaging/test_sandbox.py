@@ -148,7 +148,7 @@ def mllp_exchange(address: str, message: bytes) -> bytes:
 
 def test_daemon_runs_in_the_sandbox(tmp_path: Path, syscalls_file: Path,
                                     notify: Notify) -> None:
-    config = init_instance(tmp_path / "inst", InitOptions(mllp_port=0, admin_port=0))
+    config = init_instance(tmp_path / "inst", InitOptions(mllp_port=0, admin_port=0, fhir_port=0))
     log_path = tmp_path / "daemon.log"
     env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
     env.pop("JOURNAL_STREAM", None)

@@ -59,7 +59,7 @@ class SecondFirstExecutor(Executor):
 
 @pytest.fixture
 def instance(tmp_path: Path) -> Iterator[tuple[Any, GroupCommitter, StoreKeys]]:
-    config = init_instance(tmp_path / "inst", InitOptions(mllp_port=0, admin_port=0))
+    config = init_instance(tmp_path / "inst", InitOptions(mllp_port=0, admin_port=0, fhir_port=0))
     settings = load_config(config)
     path = database_path(settings.storage.dir)
     settings.storage.dir.mkdir(parents=True, exist_ok=True)
