@@ -30,16 +30,17 @@ def check_silence(settings: Settings, metrics: Metrics, started: float,
         limit = listener.silence_warning_s
         if not limit:
             continue
-        last = metrics.last_message.labels(listener.name)._value.get() or started
-        gauge = metrics.silent.labels(listener.name)
+        last = metrics.last_message_at.get(listener.name, started)
         if now - last >= limit:
             silent.append(listener.name)
-            if not gauge._value.get():
+            if listener.name not in metrics.silent_listeners:
                 log.warning("no messages on listener", extra={"fields": {
                     "listener": listener.name, "silent_s": round(now - last)}})
-            gauge.set(1)
+            metrics.silent_listeners.add(listener.name)
         else:
-            gauge.set(0)
+            metrics.silent_listeners.discard(listener.name)
+        metrics.silent.labels(listener.name).set(1 if listener.name in
+                                                 metrics.silent_listeners else 0)
     return silent
 
 

@@ -3,6 +3,8 @@ never see another instance's numbers. Labels carry listener names and ACK codes,
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -40,7 +42,16 @@ class Metrics:
                             ["listener"], registry=r)
         self.raw_pruned = Counter("hie_edge_raw_messages_pruned",
                                   "Raw payloads dropped by the retention policy", registry=r)
+        # The same facts for code to read (prometheus-client has no public getter).
+        self.last_message_at: dict[str, float] = {}
+        self.silent_listeners: set[str] = set()
         self.inbox_pending = Gauge("hie_edge_inbox_pending",
                                    "Messages committed and waiting for later stages", registry=r)
         self.inbox_dead = Gauge("hie_edge_inbox_dead_letters",
                                 "Messages currently in the dead-letter state", registry=r)
+
+    def message_received(self, listener: str) -> None:
+        now = time.time()
+        self.received.labels(listener).inc()
+        self.last_message.labels(listener).set(now)
+        self.last_message_at[listener] = now

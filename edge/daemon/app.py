@@ -28,6 +28,7 @@ from edge.astm.profile import DeviceProfile
 from edge.config import ConfigError, Settings, load_config
 from edge.crypto.keys import load_keyring
 from edge.daemon.notify import Notifier, watchdog_interval
+from edge.housekeeping import check_silence, prune_raw_messages
 from edge.inbox.sealing import InboxSealer
 from edge.inbox.store import InboxStore
 from edge.intake.service import IntakeService
@@ -59,6 +60,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
         self.started_monotonic = time.monotonic()
+        self.started_wall = time.time()
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
         self._adapters: dict[str, Adapter] = {}
@@ -105,6 +107,8 @@ class Daemon:
                 ready.set()
             log.info("ready", extra={"fields": {"facility": self.settings.facility.id,
                                                 "listeners": len(self._adapters)}})
+            self._background.append(asyncio.create_task(self._housekeeping(),
+                                                        name="housekeeping"))
             interval = watchdog_interval()
             if interval is not None:
                 self._background.append(asyncio.create_task(self._watchdog(interval),
@@ -359,6 +363,28 @@ class Daemon:
         self._bound.pop(name, None)
 
     # -- health -------------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        """Silent feeds (every 10 s) and raw-message retention (hourly)."""
+        ticks = 0
+        while True:
+            check_silence(self.settings, self.metrics, self.started_wall)
+            days = self.settings.storage.raw_retention_days
+            if days and ticks % 360 == 0 and self._committer is not None:
+                await self.prune_raw_messages(days)
+            ticks += 1
+            await asyncio.sleep(10)
+
+    async def prune_raw_messages(self, days: int) -> int:
+        """Apply the retention policy now, a batch per transaction. Returns rows pruned."""
+        assert self._committer is not None
+        total = 0
+        while pruned := await self._committer.run(prune_raw_messages(days), background=True):
+            total += pruned
+            self.metrics.raw_pruned.inc(pruned)
+        if total:
+            log.info("raw messages pruned", extra={"fields": {"rows": total, "days": days}})
+        return total
 
     async def _watchdog(self, interval: float) -> None:
         while True:

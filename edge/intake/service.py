@@ -134,7 +134,7 @@ class IntakeService:
         """An ASTM E1394 message: the link's answer is 0x06 once stored, 0x15 when not."""
         from edge.intake.astm import store_astm
 
-        self._metrics.received.labels(listener.name).inc()
+        self._metrics.message_received(listener.name)
         stored = await store_astm(self._inbox, block.payload, listener, block.origin.peer,
                                   self._clock())
         if stored is None:
@@ -147,8 +147,7 @@ class IntakeService:
     async def _one(self, raw: bytes, block: Block, listener: HL7Listener,
                    batch_id: str) -> tuple[bytes | None, bool]:
         """Returns (the ACK to send or None, whether the message is safely stored)."""
-        self._metrics.received.labels(listener.name).inc()
-        self._metrics.last_message.labels(listener.name).set_to_current_time()
+        self._metrics.message_received(listener.name)
         now = self._clock()
         try:
             header = parse_header(raw, fallback_codec=listener.fallback_charset)

@@ -15,7 +15,7 @@ import pytest
 from tests.faults.support import REPO_ROOT, env_int, record_figures
 
 TARGETS = sorted(p.stem for p in (REPO_ROOT / "fuzz").glob("fuzz_*.py"))
-SECONDS = env_int("HIE_FUZZ_SECONDS", 4)
+SECONDS = env_int("HIE_FUZZ_SECONDS", 2)
 
 pytest.importorskip("atheris")
 

@@ -1,0 +1,151 @@
+"""Hypothesis properties the per-module tests do not already state: whatever a sender does
+to a message, conversion fails only with :class:`NormalizeError` (anything else would leave
+the message ``received`` and retried forever by the processing stage), and what converts can
+be stored (every resource has its RFC 8785 form, the ledger leaf). The tokenizer, framer and
+ASTM link have their own arbitrary-input properties (tests/edge/er7, tests/adapters/...).
+
+Examples per property: ``HIE_HYPOTHESIS_EXAMPLES`` (CI default below; ``make fuzz-long``
+raises it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from edge.astm.profile import DeviceProfile
+from edge.normalize import NormalizeContext, NormalizeError, normalize
+from edge.normalize.astm import normalize_astm
+from edge.normalize.fhir_json import ENVELOPE, SUPPORTED_TYPES, envelope, normalize_fhir
+from ledger_client.leaf import canonical_json
+from tests.adapters.serial.astm_support import SAMPLES
+from tests.corpus import iter_single_messages
+from tests.faults.support import env_int
+
+EXAMPLES = env_int("HIE_HYPOTHESIS_EXAMPLES", 150)
+CONTEXT = NormalizeContext("prop-facility", timezone="America/Chicago",
+                           identifier_systems={"HOSP": "urn:oid:2.16.840.1.113883.3.1234"})
+PROPERTY = settings(max_examples=EXAMPLES, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+# Bytes that mean something in ER7 and ASTM: delimiters, segment ends, escapes, digits.
+SPECIAL = st.sampled_from([b"|", b"^", b"~", b"\\", b"&", b"#", b"\r", b"\n", b"\x00", b"\"\"",
+                           b"\\X0D\\", b"\\E\\", b"9" * 30, b"-", b"+", b".", b"\xff", b"\xc3"])
+
+
+@st.composite
+def mutated(draw: st.DrawFn, originals: list[bytes]) -> bytes:
+    """One of ``originals`` changed a few times: bytes replaced, inserted, deleted, a range
+    duplicated, or cut short -- the ways a sender's message goes wrong."""
+    data = bytearray(draw(st.sampled_from(originals)))
+    for _ in range(draw(st.integers(1, 6))):
+        if not data:
+            break
+        at = draw(st.integers(0, len(data) - 1))
+        kind = draw(st.integers(0, 4))
+        if kind == 0:
+            data[at:at + 1] = draw(SPECIAL | st.binary(min_size=1, max_size=3))
+        elif kind == 1:
+            data[at:at] = draw(SPECIAL)
+        elif kind == 2:
+            del data[at:at + draw(st.integers(1, 40))]
+        elif kind == 3:
+            end = min(len(data), at + draw(st.integers(1, 200)))
+            data[end:end] = data[at:end]
+        else:
+            del data[at:]
+    return bytes(data)
+
+
+def storable(resources: tuple[dict[str, Any], ...]) -> None:
+    for resource in resources:
+        canonical_json(resource)
+        assert isinstance(resource.get("id"), str) and resource["id"]
+
+
+@pytest.fixture(scope="module")
+def corpus(corpora_dir: Path) -> list[bytes]:
+    messages = [raw for _, raw in iter_single_messages(corpora_dir)]
+    assert len(messages) > 500
+    return messages[:: max(1, len(messages) // 300)]
+
+
+def test_mutated_corpus_messages_fail_only_with_normalize_error(corpus: list[bytes]) -> None:
+    @PROPERTY
+    @given(mutated(corpus))
+    def check(raw: bytes) -> None:
+        try:
+            result = normalize(raw, context=CONTEXT)
+        except NormalizeError:
+            event("refused")
+            return
+        event("converted")
+        storable(result.resources)
+
+    check()
+
+
+@PROPERTY
+@given(mutated(list(SAMPLES)))
+def test_mutated_astm_messages_fail_only_with_normalize_error(raw: bytes) -> None:
+    try:
+        result = normalize_astm(raw, context=CONTEXT, profile=DeviceProfile())
+    except NormalizeError:
+        event("refused")
+        return
+    event("converted")
+    storable(result.resources)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                 max_size=4),
+    max_leaves=20)
+ENTRY_KEYS = ["method", "type", "id", "fullUrl", "resource", "if_match", "if_none_exist"]
+RESOURCE_KEYS = ["resourceType", "id", "subject", "patient", "identifier", "status", "code",
+                 "meta", "valueQuantity", "effectiveDateTime", "name", "birthDate"]
+
+
+@st.composite
+def envelopes(draw: st.DrawFn) -> bytes:
+    """Intake envelopes right in shape and wrong in any value: types, ids, references,
+    patients, preconditions."""
+    entries = []
+    for _ in range(draw(st.integers(0, 3))):
+        rtype = draw(st.sampled_from([*SUPPORTED_TYPES, "Bundle", ""]))
+        resource: dict[str, Any] = {"resourceType": rtype,
+                                    "id": draw(st.sampled_from(["a1", "", "x" * 70, "b-2"]))}
+        for key in draw(st.lists(st.sampled_from(RESOURCE_KEYS), max_size=4, unique=True)):
+            resource[key] = draw(JSON | st.just({"reference": "Patient/a1"}))
+        entry: dict[str, Any] = {"method": draw(st.sampled_from(["POST", "PUT", "GET"])),
+                                 "type": rtype, "id": resource["id"], "resource": resource}
+        for key in draw(st.lists(st.sampled_from(ENTRY_KEYS), max_size=2, unique=True)):
+            entry[key] = draw(JSON)
+        entries.append(entry)
+    patients = draw(st.dictionaries(st.sampled_from(["Patient/a1", "Patient/zz", "x"]),
+                                    st.sampled_from(["urn:sys|1", "|", "", "a|b|c"]),
+                                    max_size=2))
+    body = json.loads(envelope(draw(st.sampled_from(["create", "update", "transaction"])),
+                               "req-1", entries, patients))
+    if draw(st.booleans()):
+        body[draw(st.sampled_from(["interaction", "entries", "patients", "source",
+                                   "version", "aliases"]))] = draw(JSON)
+    assert body["envelope"] == ENVELOPE
+    return json.dumps(body).encode()
+
+
+@PROPERTY
+@given(envelopes() | st.binary(max_size=200))
+def test_fhir_intake_envelopes_fail_only_with_normalize_error(raw: bytes) -> None:
+    try:
+        result = normalize_fhir(raw, context=CONTEXT)
+    except NormalizeError:
+        event("refused")
+        return
+    event("converted")
+    storable(result.resources)
