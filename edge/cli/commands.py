@@ -118,6 +118,10 @@ def status(args: argparse.Namespace) -> int:
               f"{processing.get('dead-letter', 0)}"
               + (f"  last error {processing['last_error']}" if processing.get("last_error")
                  else ""))
+    for key, days in (info.get("certificates_days_left") or {}).items():
+        print(f"certificate {key}: " + ("unreadable" if days is None else
+                                        f"EXPIRED {-days} days ago" if days < 0 else
+                                        f"{days} days left"))
     ledger = info.get("ledger") or {}
     if ledger:
         reachable = {True: "reachable", False: "UNREACHABLE", None: "not probed yet"}

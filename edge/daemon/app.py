@@ -28,6 +28,7 @@ from edge.astm.profile import DeviceProfile
 from edge.config import ConfigError, Settings, load_config
 from edge.crypto.keys import load_keyring
 from edge.daemon.notify import Notifier, watchdog_interval
+from edge.certificates import days_left
 from edge.housekeeping import check_silence, prune_raw_messages
 from edge.inbox.sealing import InboxSealer
 from edge.inbox.store import InboxStore
@@ -434,6 +435,7 @@ class Daemon:
             "processing": ({**self._processor.counts, "last_error": self._processor.last_error}
                            if self._processor else {}),
             "ledger": self._ledger_status(),
+            "certificates_days_left": days_left(self.settings),
             "peer": self._peer.status() if self._peer is not None else None,
             "fhir": self._fhir.status() if self._fhir is not None else None,
         }

@@ -48,6 +48,9 @@ async def test_mutual_tls_accepts_a_client_certificate_from_the_ca(
         ack = parse_ack(await client.send(adt("TLS1")))
     assert (ack.code, ack.control_id) == ("AA", "TLS1")
     assert [r[1] for r in rows(tls_running)] == ["TLS1"]
+    status = await tls_running.daemon.status()
+    # The dev CA issues node certificates for 825 days.
+    assert 820 <= status["certificates_days_left"]["mllp[1].tls.cert"] <= 825
 
 
 async def test_client_without_certificate_is_refused(tls_running: RunningDaemon) -> None:
