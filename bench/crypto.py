@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 
+from _figures import record
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge.crypto.blind_index import BlindIndexer
@@ -62,6 +63,7 @@ def main() -> None:
         print(
             f"{name:26s} {ours:12,.0f}/s   bare primitive {bare:12,.0f}/s   ratio {ours / bare:.2f}"
         )
+        record("crypto", name, ours, "op/s", baseline="bare primitive", baseline_value=bare)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import hl7
+from _figures import record
 
 from edge.er7 import parse, parse_header
 
@@ -111,6 +112,9 @@ def main() -> None:
     print(f"{'':40} {'msg/s':>10} {'/ str.split':>12} {'/ python-hl7':>13}")
     for label, value in rates.items():
         print(f"{label:40} {value:10,.0f} {value / base:12.3f} {value / py_hl7:13.1f}")
+        if label != "str.split into fields (baseline)":
+            record("er7", label, value, "msg/s", baseline="str.split into fields",
+                   baseline_value=base)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _figures import record
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eth_account import Account
 
@@ -68,6 +69,8 @@ def bench_append(workdir: Path) -> None:
     print(f"baseline hashlib SHA-256 into a list: {N_LEAVES / base_s:,.0f} leaves/s")
     print(f"ratio log / baseline: {base_s / (append_s + proof_s):.3f}")
     print(f"target >= 100,000 leaves/s: {'met' if rate >= 100_000 else 'NOT met'}")
+    record("ledger", "leaves appended with proofs built", rate, "leaves/s",
+           baseline="hashlib SHA-256 into a list", baseline_value=N_LEAVES / base_s)
 
 
 async def bench_gas(workdir: Path) -> None:
@@ -100,6 +103,9 @@ async def bench_gas(workdir: Path) -> None:
             verdict = "met" if per <= 20 else "NOT met"
             note = f" (target <= 20: {verdict})" if batch == 10_000 else ""
             print(f"batch {batch:>6,}: {gas:,} gas per anchor, {per:,.1f} gas per record{note}")
+            record("ledger", f"gas per record, batch {batch:,}", per, "gas",
+                   baseline="first anchor (gas per anchor)", baseline_value=first,
+                   higher_is_better=False)
         await backend.aclose()
     finally:
         node.stop()

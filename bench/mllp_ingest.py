@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _figures import record  # noqa: E402
+
 from adapters.mllp.client import parse_ack  # noqa: E402
 
 MESSAGE = (
@@ -201,6 +203,11 @@ def main() -> None:
             print(f"{connections:>5} {o_rate:>11,} {b_rate:>11,} {o_rate / b_rate:>6.2f} "
                   f"{pct(o_lat, .5):>9.3f} {pct(o_lat, .99):>9.3f} "
                   f"{pct(b_lat, .5):>9.3f} {pct(b_lat, .99):>9.3f}")
+            record("mllp_ingest", f"{connections} connection(s): durable ACKs", o_rate, "msg/s",
+                   baseline="python-hl7 ACK-only server", baseline_value=b_rate)
+            record("mllp_ingest", f"{connections} connection(s): p99 latency", pct(o_lat, .99),
+                   "ms", baseline="python-hl7 ACK-only server p99",
+                   baseline_value=pct(b_lat, .99), higher_is_better=False)
         print(f"median ours/base latency at the end: "
               f"{statistics.median(o_lat) / statistics.median(b_lat):.2f}x")
         floor = fsync_floor(workdir)

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import hl7
+from _figures import record
 
 from edge.er7 import parse
 from edge.normalize import NormalizeContext, Validator, normalize
@@ -130,11 +131,15 @@ def main(argv: list[str] | None = None) -> int:
             f"  edge.er7 tokenize (all fields split)  {tokenize:9.0f} msg/s "
             f"{tokenize / baseline:6.2f}x"
         )
+        record("normalize", f"{kind}: edge.er7 tokenize", tokenize, "msg/s",
+               baseline="python-hl7 parse", baseline_value=baseline)
         for mode in ("full", "shape"):
             one = rate(end_to_end(mode), messages, s)
             print(
                 f"  end to end, validation={mode:5s} 1 proc {one:9.0f} msg/s {one / baseline:6.2f}x"
             )
+            record("normalize", f"{kind}: end to end, validation={mode}, 1 proc", one, "msg/s",
+                   baseline="python-hl7 parse", baseline_value=baseline)
         short = "ORU" if kind.startswith("ORU") else "ADT"
         with multiprocessing.get_context("spawn").Pool(2) as pool:
             for mode in ("full", "shape"):
@@ -144,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"  end to end, validation={mode:5s} 2 proc {total:9.0f} msg/s "
                     f"{total / baseline:6.2f}x"
                 )
+                record("normalize", f"{kind}: end to end, validation={mode}, 2 proc", total,
+                       "msg/s", baseline="python-hl7 parse", baseline_value=baseline)
     print("target: >= 1,000 ORU^R01 msg/s end to end on 2 processes")
     return 0
 

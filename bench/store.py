@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from _figures import record
+
 from edge.crypto.keys import generate_kek_file, load_keyring
 from edge.storage.database import connect, migrate
 from edge.store.keys import PatientRef, StoreKeys
@@ -217,6 +219,10 @@ def main() -> None:
           f"ratio {enc_w / bare_w:.2f})")
     print(f"reads   encrypted {enc_r:9,.0f}/s  plaintext {plain_r:9,.0f}/s  "
           f"ratio {enc_r / plain_r:.2f}")
+    record("store", "encrypted writes", enc_w, "resources/s", baseline="plaintext writes",
+           baseline_value=plain_w)
+    record("store", "encrypted reads", enc_r, "resources/s", baseline="plaintext reads",
+           baseline_value=plain_r)
 
 
 if __name__ == "__main__":

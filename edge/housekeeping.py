@@ -26,7 +26,7 @@ def check_silence(settings: Settings, metrics: Metrics, started: float,
     message is measured from the daemon's start."""
     now = time.time() if now is None else now
     silent = []
-    for listener in settings.mllp:
+    for listener in (*settings.mllp, *settings.serial):
         limit = listener.silence_warning_s
         if not limit:
             continue

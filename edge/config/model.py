@@ -7,6 +7,7 @@ ignored line (design.md, "examples to follow" 4).
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
 import re
 from pathlib import Path
@@ -109,22 +110,37 @@ class TLSSettings(_Strict):
     client_ca: Path | None = None  # set = mutual TLS: clients must present a certificate
 
 
-class MLLPListenerSettings(_Strict):
+class HL7IntakeSettings(_Strict):
+    """What every HL7v2 feed has, whatever carries it (TCP or a serial line): the intake and
+    ACK rules (issue 3)."""
+
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
-    bind: BindField
     ack: Literal["on-commit", "on-processed"] = "on-commit"
     commit_acks: bool = False  # MLLP Release 2 commit acknowledgements
     max_frame_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
-    max_connections: int = Field(default=64, ge=1, le=10_000)
-    idle_timeout_s: float = Field(default=3600.0, gt=0)
-    frame_timeout_s: float = Field(default=60.0, gt=0)
     # Warn (log + metric) when no message has arrived for this long; 0: never.
     silence_warning_s: float = Field(default=0.0, ge=0)
-    allow: tuple[str, ...] = ("0.0.0.0/0", "::/0")
     fallback_charset: str = "latin-1"
     versions: tuple[str, ...] = ("2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6",
                                  "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2", "2.9")
     processing_ids: tuple[str, ...] = ("P", "D", "T")
+
+    @field_validator("fallback_charset")
+    @classmethod
+    def _codec(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError as exc:
+            raise ValueError(f"{value!r} is not a known character set") from exc
+        return value
+
+
+class MLLPListenerSettings(HL7IntakeSettings):
+    bind: BindField
+    max_connections: int = Field(default=64, ge=1, le=10_000)
+    idle_timeout_s: float = Field(default=3600.0, gt=0)
+    frame_timeout_s: float = Field(default=60.0, gt=0)
+    allow: tuple[str, ...] = ("0.0.0.0/0", "::/0")
     tls: TLSSettings | None = None
 
     @field_validator("allow")
@@ -135,17 +151,6 @@ class MLLPListenerSettings(_Strict):
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError as exc:
                 raise ValueError(f"{cidr!r} is not a CIDR network") from exc
-        return value
-
-    @field_validator("fallback_charset")
-    @classmethod
-    def _codec(cls, value: str) -> str:
-        import codecs
-
-        try:
-            codecs.lookup(value)
-        except LookupError as exc:
-            raise ValueError(f"{value!r} is not a known character set") from exc
         return value
 
 
@@ -164,10 +169,10 @@ class SerialDeviceProfileSettings(_Strict):
         return value
 
 
-class SerialListenerSettings(_Strict):
-    """A serial line (a device path, or a pyserial URL: socket://, rfc2217://, loop://)."""
+class SerialListenerSettings(HL7IntakeSettings):
+    """A serial line (a device path, or a pyserial URL: socket://, rfc2217://, loop://).
+    The intake rules are those of an [[mllp]] listener (protocol "mllp"; H-12 for "astm")."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     port: str = Field(min_length=1)
     protocol: Literal["mllp", "astm"]
     baudrate: int = Field(default=9600, ge=50, le=4_000_000)
@@ -179,13 +184,6 @@ class SerialListenerSettings(_Strict):
     # Reopening a port that failed or vanished: first wait, doubled up to the maximum.
     reconnect_initial_s: float = Field(default=1.0, gt=0, le=3600)
     reconnect_max_s: float = Field(default=60.0, gt=0, le=3600)
-    # The same intake rules as an [[mllp]] listener (protocol "mllp"; H-12 for "astm").
-    ack: Literal["on-commit", "on-processed"] = "on-commit"
-    commit_acks: bool = False
-    max_frame_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
-    fallback_charset: str = "latin-1"
-    versions: tuple[str, ...] = MLLPListenerSettings.model_fields["versions"].default
-    processing_ids: tuple[str, ...] = ("P", "D", "T")
     profile: SerialDeviceProfileSettings = SerialDeviceProfileSettings()
 
     @field_validator("stopbits")
@@ -193,17 +191,6 @@ class SerialListenerSettings(_Strict):
     def _stopbits(cls, value: float) -> float:
         if value not in (1, 1.5, 2):
             raise ValueError("must be 1, 1.5 or 2")
-        return value
-
-    @field_validator("fallback_charset")
-    @classmethod
-    def _codec(cls, value: str) -> str:
-        import codecs
-
-        try:
-            codecs.lookup(value)
-        except LookupError as exc:
-            raise ValueError(f"{value!r} is not a known character set") from exc
         return value
 
     @model_validator(mode="after")
