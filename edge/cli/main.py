@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_option(sp)
     sp.add_argument("id", type=int)
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--show-phi", action="store_true",
+                    help="also print the raw message (decrypted; recorded as an AuditEvent)")
     rp = msub.add_parser("replay", help="run a dead-lettered message through intake again")
     _config_option(rp)
     rp.add_argument("id", type=int)

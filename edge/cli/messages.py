@@ -50,14 +50,53 @@ def run_messages(args: argparse.Namespace, settings: Settings) -> int:
             rows = _rows(conn, "WHERE id = ?", (args.id,), 1)
         if not rows:
             raise CLIError(exits.DATAERR, f"hie-edge: no message with id {args.id}")
+        row = rows[0]
+        if args.show_phi:
+            row["raw"] = _reveal(settings, args.id)
         if args.json:
-            json.dump(rows[0], sys.stdout, indent=2)
+            json.dump(row, sys.stdout, indent=2)
             print()
         else:
-            for key, value in rows[0].items():
+            raw = row.pop("raw", None)
+            for key, value in row.items():
                 print(f"{key:>18}: {'' if value is None else value}")
+            if raw is not None:
+                print(raw.replace("\r", "\n"))
         return exits.OK
     return _replay(settings, args.id)
+
+
+def _reveal(settings: Settings, row_id: int) -> str | None:
+    """The raw message, decrypted, after an AuditEvent of the access is committed (no record
+    of it, no PHI: the operator's reading is part of the patient's accounting)."""
+    import getpass
+    from datetime import UTC, datetime
+
+    from edge.crypto.keys import load_keyring
+    from edge.inbox.sealing import InboxSealer
+    from edge.inbox.store import PAYLOAD_VERSION
+    from edge.peer.audit import Actor, AuditRecord, build_audit_event, write_audit
+    from edge.store._tx import write_transaction
+    from edge.store.keys import StoreKeys
+    from edge.store.rekey import DROPPED_KEY_ID
+    from edge.store.resources import ResourceStore
+
+    keys = StoreKeys(lambda: load_keyring(settings.keys.kek_file))
+    with open_database(settings) as conn:
+        key_id, payload, codec = conn.execute(
+            f"SELECT key_id, payload, codec FROM {TABLE} WHERE id = ?",  # noqa: S608
+            (row_id,)).fetchone()
+        if key_id == DROPPED_KEY_ID:
+            return None  # pruned by the retention policy
+        record = AuditRecord(pattern="admin-read", outcome="0",
+                             actor=Actor("local", settings.facility.id, getpass.getuser()),
+                             recorded=datetime.now(UTC), query=f"messages show {row_id}")
+        with write_transaction(conn):
+            write_audit(conn, ResourceStore(keys),
+                        [build_audit_event(record, facility=settings.facility.id)], None)
+        raw = InboxSealer(keys, conn).open(conn, TABLE, row_id, PAYLOAD_VERSION, key_id,
+                                           payload)
+    return raw.decode(codec or "latin-1", errors="replace")
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:

@@ -99,3 +99,23 @@ async def test_messages_list_show_and_replay_after_a_config_fix(tmp_path: Path) 
         assert len(json.loads(rows.stdout)) == 1
         missing = await hie_edge("messages", "show", "999", "--config", str(config))
         assert missing.returncode == 65
+
+
+async def test_show_phi_reveals_the_message_and_audits_the_access(
+        running: RunningDaemon) -> None:
+    host, port = running.mllp()
+    async with MLLPClient.connect(host, port) as client:
+        await client.send(adt("PHI1"))
+    config = str(running.daemon.config_path)
+    masked = await hie_edge("messages", "show", "1", "--json", "--config", config)
+    assert "JONES" not in masked.stdout and "raw" not in json.loads(masked.stdout)
+    shown = await hie_edge("messages", "show", "1", "--show-phi", "--json", "--config", config)
+    assert shown.returncode == 0, shown.stderr
+    assert "PID|1||PATID1234^^^HOSP^MR||JONES^WILLIAM^A" in json.loads(shown.stdout)["raw"]
+    import sqlite3
+
+    db = running.settings.storage.dir / "edge.db"
+    with sqlite3.connect(db) as conn:
+        (events,) = conn.execute(
+            "SELECT count(*) FROM resources WHERE type = 'AuditEvent'").fetchone()
+    assert events == 1
