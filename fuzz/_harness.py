@@ -8,8 +8,9 @@ Run a target (from the repository root)::
     .venv/bin/python fuzz/fuzz_er7.py -runs=2000           # a fixed number of inputs
 
 With no corpus directory on the command line, the target uses ``build/fuzz/<target>/`` (or
-``$HIE_FUZZ_DIR/<target>/``; git ignores ``build/``) and seeds it from ``../shared/corpora`` on first use: the corpora are read,
-never copied into the repository. Crashes are written beside it (``-artifact_prefix``).
+``$HIE_FUZZ_DIR/<target>/``; git ignores ``build/``) and seeds it from ``../shared/corpora``
+on first use: the corpora are read, never copied into the repository. Crashes are written
+beside it (``-artifact_prefix``).
 
 Defaults (any given on the command line wins):
 
@@ -78,7 +79,7 @@ def _with_defaults(argv: list[str], name: str, max_len: int,
 def main(name: str, one_input: Callable[[bytes], None], *, max_len: int,
          seeds: Callable[[], Iterable[bytes]]) -> None:
     """Set up atheris for ``one_input`` and fuzz until libFuzzer's limits say stop."""
-    import atheris
+    import atheris  # type: ignore[import-untyped]  # no complete stubs
 
     atheris.Setup(_with_defaults(sys.argv, name, max_len, seeds), one_input)
     atheris.Fuzz()

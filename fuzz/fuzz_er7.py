@@ -7,7 +7,7 @@ that parses must be walkable to the last subcomponent with the same rule.
 from __future__ import annotations
 
 import _harness
-import atheris
+import atheris  # type: ignore[import-untyped]  # no complete stubs
 
 with atheris.instrument_imports():
     from edge.er7 import ER7Error, parse

@@ -7,7 +7,7 @@ storable: every resource has an RFC 8785 form.
 from __future__ import annotations
 
 import _harness
-import atheris
+import atheris  # type: ignore[import-untyped]  # no complete stubs
 
 with atheris.instrument_imports():
     from edge.normalize import NormalizeContext, NormalizeError, normalize

@@ -9,7 +9,7 @@ EndOfStream.
 from __future__ import annotations
 
 import _harness
-import atheris
+import atheris  # type: ignore[import-untyped]  # no complete stubs
 
 with atheris.instrument_imports():
     from adapters.mllp.framing import EndOfStream, Frame, Framer, encode_frame

@@ -8,7 +8,7 @@ an RFC 8785 form (the ledger leaf) -- otherwise the processing stage would fail 
 from __future__ import annotations
 
 import _harness
-import atheris
+import atheris  # type: ignore[import-untyped]  # no complete stubs
 
 with atheris.instrument_imports():
     from edge.normalize import NormalizeContext, NormalizeError, normalize

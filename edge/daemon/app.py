@@ -147,7 +147,7 @@ class Daemon:
         self._executor = ProcessPoolExecutor(
             max_workers=max(1, min(2, os.cpu_count() or 1)),
             mp_context=multiprocessing.get_context("forkserver"),
-            initializer=os.nice, initargs=(10,))
+            initializer=_lower_priority)
         self._processor = Processor(path, self._committer, keys, sealer,
                                     NormalizeContext.from_settings(self.settings),
                                     self._executor, profiles=_device_profiles(self.settings),
@@ -485,6 +485,13 @@ def _peer_fixed(settings: Settings) -> Any:
     """The parts of ``[peer]`` a reload cannot change (the listener and its TLS files)."""
     peer = settings.peer
     return None if peer is None else (peer.bind, peer.tls, peer.webhook)
+
+
+def _lower_priority() -> None:
+    """Worker processes run at nice 10 when allowed; under systemd's SystemCallFilter without
+    @resources, setpriority(2) is refused and they keep the service's priority."""
+    with contextlib.suppress(OSError):
+        os.nice(10)
 
 
 def _device_profiles(settings: Settings) -> dict[str, DeviceProfile]:

@@ -113,7 +113,7 @@ async def pipeline(host: str, port: int, prefix: str, load: Load, *, stop: async
 # -- waiting on a daemon in another process ---------------------------------------------------
 
 def get_json(url: str, timeout: float = 10.0) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
         data: dict[str, Any] = json.loads(resp.read())
     return data
 
@@ -137,7 +137,7 @@ def settled(status: dict[str, Any]) -> bool:
     """Nothing left to do: every inbox message processed, every leaf anchored, nothing pending
     on the ledger."""
     ledger = status.get("ledger", {})
-    return (status["inbox"]["pending"] == 0
+    return bool(status["inbox"]["pending"] == 0
             and ledger.get("log_size", 0) > 0
             and ledger.get("last_anchored_size") == ledger.get("log_size")
             and ledger.get("checkpoints_pending") == 0)
@@ -218,7 +218,7 @@ def check_delivered(settings: Settings, load: Load) -> Outcome:
     store = ResourceStore(StoreKeys(lambda: load_keyring(settings.keys.kek_file)))
     conn = connect(db, readonly=True)
     try:
-        rows = conn.execute(f"SELECT control_id, state FROM {INBOX}").fetchall()  # noqa: S608
+        rows = conn.execute(f"SELECT control_id, state FROM {INBOX}").fetchall()
         counts = Counter(cid for cid, _ in rows)
         states: dict[str, set[str]] = {}
         for cid, state in rows:

@@ -181,6 +181,6 @@ async def drained(running: RunningDaemon) -> None:
     async def empty() -> bool:
         inbox = (await status())["inbox"]
         assert isinstance(inbox, dict)
-        return inbox["pending"] == 0
+        return bool(inbox["pending"] == 0)
 
     await poll(empty, what="inbox backlog processed", timeout=120)

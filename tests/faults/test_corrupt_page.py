@@ -14,6 +14,7 @@ import json
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,7 +80,7 @@ def page_bytes(db: Path, page: int, at: int, data: bytes) -> None:
         f.write(data)
 
 
-def verify(settings_dir: Path) -> tuple[int, dict[str, object], str]:
+def verify(settings_dir: Path) -> tuple[int, dict[str, Any], str]:
     result = hie_edge("verify", "--all", "--json", "--config", str(settings_dir / "edge.toml"))
     report = json.loads(result.stdout) if result.stdout.strip().startswith("{") else {}
     return result.returncode, report, result.stderr

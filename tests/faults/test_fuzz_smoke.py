@@ -30,7 +30,8 @@ def test_fuzz_target_runs_clean(target: str, tmp_path: Path) -> None:
     tail = result.stderr[-3000:]
     assert result.returncode == 0, tail
     assert "Done" in result.stderr, tail
-    runs = [line for line in result.stderr.splitlines() if line.startswith("stat::number_of_executed_units")]
+    runs = [line for line in result.stderr.splitlines()
+            if line.startswith("stat::number_of_executed_units")]
     executed = int(runs[-1].split(":")[-1]) if runs else 0
     assert executed > 0
     record_figures(f"fuzz_{target.removeprefix('fuzz_')}", {

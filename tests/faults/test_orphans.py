@@ -5,7 +5,6 @@ PID), they would accumulate with every crash."""
 from __future__ import annotations
 
 import asyncio
-import signal
 from pathlib import Path
 
 import pytest
