@@ -25,10 +25,10 @@ from adapters.base import Adapter
 from edge import __version__
 from edge.admin.server import AdminServer
 from edge.astm.profile import DeviceProfile
+from edge.certificates import days_left
 from edge.config import ConfigError, Settings, load_config
 from edge.crypto.keys import load_keyring
 from edge.daemon.notify import Notifier, watchdog_interval
-from edge.certificates import days_left
 from edge.housekeeping import check_silence, prune_raw_messages
 from edge.inbox.sealing import InboxSealer
 from edge.inbox.store import InboxStore
