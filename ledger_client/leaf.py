@@ -40,10 +40,46 @@ def canonical_json(resource: Mapping[str, Any] | str | bytes) -> bytes:
             # The position helps find the fault; the content is never echoed.
             raise LeafError(f"resource is not JSON (error at offset {getattr(exc, 'pos', '?')})"
                             ) from None
+    if _json_equals_jcs(resource):
+        # Measured: rfc8785 takes ~260 µs for a typical resource, json.dumps ~10 µs; on the
+        # values this check admits their bytes are identical (tested against rfc8785).
+        try:
+            return json.dumps(resource, ensure_ascii=False, sort_keys=True,
+                              separators=(",", ":")).encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: rfc8785 below says why it has no canonical form
     try:
         return rfc8785.dumps(resource)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise LeafError(f"resource has no RFC 8785 form: {exc.__class__.__name__}") from None
+
+
+_EXACT_INT = 2**53 - 1  # RFC 8785 numbers are IEEE-754 doubles (section 3.2.2.3)
+
+
+def _json_equals_jcs(node: Any) -> bool:
+    """Whether ``json.dumps`` with sorted keys and no whitespace yields the RFC 8785 bytes of
+    ``node``. It does for strings, booleans, null, integers a double holds exactly, lists and
+    objects whose keys are ASCII (JCS sorts keys by UTF-16 code units, Python by code points:
+    they agree on the BMP, ASCII is the cheap test). Not for floats: ES6 number formatting
+    (section 3.2.2.3) differs from Python's repr (``1.0`` vs ``1``, exponents)."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            for key, value in item.items():
+                if type(key) is not str or not key.isascii():
+                    return False
+                stack.append(value)
+        elif kind is list:
+            stack.extend(item)
+        elif kind is int:
+            if not -_EXACT_INT <= item <= _EXACT_INT:
+                return False
+        elif kind is not str and kind is not bool and item is not None:
+            return False
+    return True
 
 
 def leaf_data(resource: Mapping[str, Any] | str | bytes, salt: bytes) -> bytes:

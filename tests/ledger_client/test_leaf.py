@@ -44,3 +44,28 @@ def test_bad_input_is_refused_without_echoing_content() -> None:
     assert "SECRET" not in str(err.value)
     with pytest.raises(LeafError):
         record_leaf({"x": float("nan")}, new_salt())
+
+
+# -- the fast path of canonical_json agrees with rfc8785 byte for byte ------------------------
+
+import rfc8785  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**60), 2**60)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=30)
+
+
+@settings(max_examples=400)
+@given(_json)
+def test_canonical_json_equals_rfc8785(value: object) -> None:
+    try:
+        expected = rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError, UnicodeEncodeError):
+        return  # no canonical form: canonical_json raises LeafError (tested above)
+    assert canonical_json({"v": value}) == rfc8785.dumps({"v": value})
+    assert expected  # and the value itself round-trips through the same path
