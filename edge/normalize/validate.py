@@ -170,6 +170,8 @@ for (_owner, _element), _codes in REQUIRED_BINDINGS.items():
 _NESTED_BINDINGS: Final = {
     key[1]: codes for key, codes in REQUIRED_BINDINGS.items() if key[0] == "*"
 }
+# The element names those paths end in: a path string is built only for these keys.
+_BOUND_KEYS: Final = frozenset(path.rpartition(".")[2] for path in _NESTED_BINDINGS)
 
 
 def _fail(resource: dict[str, Any], path: str, reason: str) -> NormalizeError:
@@ -204,7 +206,7 @@ def _scan(resource: dict[str, Any], node: Any, parent: str, out: list[str] | Non
                 else:
                     _check_identifier(resource, value, key)
             if value_kind is str:
-                codes = _NESTED_BINDINGS.get(f"{parent}.{key}")
+                codes = _NESTED_BINDINGS.get(f"{parent}.{key}") if key in _BOUND_KEYS else None
                 if codes is not None and value not in codes:
                     raise _fail(resource, f"{parent}.{key}", "code not in its required value set")
                 if out is not None:
