@@ -18,6 +18,7 @@ from typing import Any
 from edge.cli import exits
 from edge.cli.database import open_database
 from edge.cli.exits import CLIError
+from edge.cli.progress import counter
 from edge.config import Settings
 from edge.crypto.errors import CryptoError, KeyFileError, ShareError, UnknownKeyError
 from edge.crypto.keys import (
@@ -68,7 +69,10 @@ def _rotate(args: argparse.Namespace, settings: Settings) -> int:
         keyring = load_keyring(kek_file)
         # From here on every key the daemon creates is wrapped under the new KEK.
         record_current_kek(conn, keyring.current.kek_id)
-        report = rewrap_all(conn, keyring, batch_size=args.batch_size)
+        to_rewrap = sum(n for kek_id, n in kek_ids_in_use(conn).items()
+                        if kek_id != keyring.current.kek_id)
+        report = rewrap_all(conn, keyring, batch_size=args.batch_size,
+                            progress=counter(to_rewrap, desc="re-wrapping data keys"))
         retired = ([] if args.keep_old or report.failed
                    else retire_unused_keks(conn, keyring, kek_file.parent))
         in_use = kek_ids_in_use(conn)

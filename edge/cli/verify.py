@@ -7,11 +7,12 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from edge.cli import exits
 from edge.cli.database import open_database
 from edge.cli.exits import CLIError
+from edge.cli.progress import iterate
 from edge.config import Settings
 from edge.crypto.keys import load_keyring
 from edge.ledger_settings import backend_options, local_defaults
@@ -53,20 +54,15 @@ async def _verify(settings: Settings, conn: object, keys: StoreKeys, rows: list[
     backend = open_backend(settings.ledger.backend, **options)
     try:
         return await verify(conn, keys, backend, settings.facility.id, rows,
-                            progress=_progress if show_progress else iter)
+                            progress=_bar(len(rows)) if show_progress else iter)
     except BackendUnavailable as exc:
         raise CLIError(exits.UNAVAILABLE, f"hie-edge verify: ledger unreachable: {exc}") from None
     finally:
         await backend.aclose()
 
 
-def _progress(rows: Iterator[int]) -> Iterator[int]:
-    """A progress bar on a terminal; nothing when stderr is a pipe or a file."""
-    if not sys.stderr.isatty():
-        return rows
-    from tqdm import tqdm
-
-    return iter(tqdm(list(rows), desc="verifying", unit="record", file=sys.stderr))
+def _bar(total: int) -> Callable[[Iterator[int]], Iterator[int]]:
+    return lambda rows: iterate(rows, total=total, desc="verifying")
 
 
 def _print(report: VerifyReport) -> None:
