@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 
 NODE_STAMP := node_modules/.installed
 
-.PHONY: venv node run test lint typecheck bench clean deb deb-check
+.PHONY: venv node run test lint typecheck bench clean deb deb-check fuzz fuzz-long soak faults-long
+FUZZ_SECONDS ?= 600
 
 venv: $(STAMP)
 
@@ -41,8 +42,24 @@ lint: venv
 	$(BIN)/ruff check edge adapters ledger_client tests bench
 	$(BIN)/mypy
 
+# Every bench/ script, the fault tests' figures, and BENCHMARKS.md (machine, date, commit).
 bench: venv node
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/pytest -q tests/faults
+	$(BIN)/python scripts/bench_report.py
+
+fuzz: venv
+	$(BIN)/pytest -q tests/faults/test_fuzz_smoke.py tests/faults/test_properties.py
+
+fuzz-long: venv
+	@for t in fuzz/fuzz_*.py; do echo "== $$t"; $(BIN)/python $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; done
+	HIE_HYPOTHESIS_EXAMPLES=5000 $(BIN)/pytest -q --timeout=3600 tests/faults/test_properties.py
+
+# One million messages through the whole path with the daemon's RSS sampled (hours).
+soak: venv
+	$(BIN)/python scripts/soak.py --messages 1000000
+
+faults-long: venv node
+	HIE_FAULT_CYCLES=100 $(BIN)/pytest -q tests/faults
 
 # The Debian package (dh-virtualenv; venv in /opt/venvs/hie-edge), and its install check.
 deb:

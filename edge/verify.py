@@ -93,6 +93,10 @@ def _check_row(conn: sqlite3.Connection, store: ResourceStore, log: MerkleLog, r
         version = store.verify_row(conn, row)
     except (IntegrityError, UnknownKeyError):
         return Finding(f"row {row}", "integrity")
+    except sqlite3.DatabaseError:
+        # A page SQLite cannot parse (a torn write, a bad disk): `PRAGMA integrity_check`
+        # names it; the record behind it cannot be read, so it cannot be vouched for.
+        return Finding(f"row {row}", "database-damaged")
     what = f"{version.type}/{version.id}/_history/{version.version} (row {row})"
     try:
         leaf = record_leaf(version.resource, version.salt)

@@ -146,7 +146,7 @@ class Record:
         value = self.raw(2).strip()
         if not value:
             return 0
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):  # isdigit() alone admits superscripts
             raise RecordError(self.position, f"{self.type}-2", "sequence number is not a number")
         return int(value)
 

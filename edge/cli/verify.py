@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 
@@ -29,10 +30,17 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> int:
     conn = open_database(settings, readonly=False)
     try:
         keys = StoreKeys(lambda: load_keyring(settings.keys.kek_file))
-        rows = rows_to_check(conn, args.resource)
-        if args.resource and not rows:
-            raise CLIError(exits.DATAERR, f"hie-edge verify: no resource {args.resource}")
-        report = asyncio.run(_verify(settings, conn, keys, rows, show_progress=not args.json))
+        try:
+            rows = rows_to_check(conn, args.resource)
+            if args.resource and not rows:
+                raise CLIError(exits.DATAERR, f"hie-edge verify: no resource {args.resource}")
+            report = asyncio.run(_verify(settings, conn, keys, rows,
+                                         show_progress=not args.json))
+        except sqlite3.DatabaseError as exc:
+            raise CLIError(exits.DATAERR, "hie-edge verify: the database is damaged "
+                           f"({type(exc).__name__}); run `sqlite3 {settings.storage.dir}/"
+                           "edge.db 'PRAGMA integrity_check'` and restore from a backup"
+                           ) from None
     finally:
         conn.close()
     if args.json:

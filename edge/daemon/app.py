@@ -14,8 +14,10 @@ import json
 import logging
 import multiprocessing
 import os
+import select
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -147,7 +149,7 @@ class Daemon:
         self._executor = ProcessPoolExecutor(
             max_workers=max(1, min(2, os.cpu_count() or 1)),
             mp_context=multiprocessing.get_context("forkserver"),
-            initializer=_lower_priority)
+            initializer=_worker_setup, initargs=(os.getpid(),))
         self._processor = Processor(path, self._committer, keys, sealer,
                                     NormalizeContext.from_settings(self.settings),
                                     self._executor, profiles=_device_profiles(self.settings),
@@ -487,11 +489,28 @@ def _peer_fixed(settings: Settings) -> Any:
     return None if peer is None else (peer.bind, peer.tls, peer.webhook)
 
 
-def _lower_priority() -> None:
-    """Worker processes run at nice 10 when allowed; under systemd's SystemCallFilter without
-    @resources, setpriority(2) is refused and they keep the service's priority."""
+def _worker_setup(daemon_pid: int) -> None:
+    """In each worker process: a lower priority, and an exit when the daemon dies.
+
+    Workers run at nice 10 when allowed (under systemd's SystemCallFilter without @resources,
+    setpriority(2) is refused and they keep the service's priority). A worker blocks on its
+    call queue, whose write end it holds itself, so it would never notice a SIGKILLed daemon;
+    a thread waits on a pidfd of the daemon (Linux 5.3+) and ends the worker with it.
+    """
     with contextlib.suppress(OSError):
         os.nice(10)
+    try:
+        pidfd = os.pidfd_open(daemon_pid)
+    except ProcessLookupError:  # the daemon is already gone
+        os._exit(0)
+    except (OSError, AttributeError):  # no pidfd on this kernel: live with the risk
+        return
+
+    def watch() -> None:
+        select.select([pidfd], [], [])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="daemon-watch", daemon=True).start()
 
 
 def _device_profiles(settings: Settings) -> dict[str, DeviceProfile]:

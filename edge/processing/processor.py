@@ -50,6 +50,7 @@ from ledger_client.log import MerkleLog
 log = logging.getLogger(__name__)
 
 _BATCH = 64  # messages read and converted per round
+MAX_ATTEMPTS = 5  # rounds a message may fail for a non-content reason before dead-lettering
 
 
 Version = tuple[str, str, int]  # (resource type, logical id, version id) as stored
@@ -123,6 +124,10 @@ class Processor:
                     if not failures:
                         backoff = 0.0
                         continue
+                    await self._count_failures(
+                        [row.id for row, r in zip(mine, results, strict=True)
+                         if isinstance(r, Exception) and not isinstance(r, ProcessingOrderError)],
+                        failures)
                     # Our fault or the environment's (disk, a worker died): the messages stay
                     # ``received`` and are tried again after a pause that grows to a minute.
                     self.last_error = type(failures[0]).__name__
@@ -135,6 +140,26 @@ class Processor:
                     await self._wake.wait()
         finally:
             reader.close()
+
+    async def _count_failures(self, row_ids: list[int], failures: list[BaseException]) -> None:
+        """A message that keeps failing for a reason that is not its content (a bug, a worker
+        crashing on it) is dead-lettered after MAX_ATTEMPTS rounds, so it cannot hold back
+        the messages after it forever; its reason names the exception type only."""
+        kind = type(failures[0]).__name__
+
+        def op(conn: sqlite3.Connection) -> None:
+            for row_id in row_ids:
+                conn.execute(
+                    f"UPDATE {INBOX} SET attempts = attempts + 1, "  # noqa: S608
+                    "state = CASE WHEN attempts + 1 >= ? THEN 'dead-letter' ELSE state END, "
+                    "reason = CASE WHEN attempts + 1 >= ? THEN ? ELSE reason END "
+                    "WHERE id = ? AND state = 'received'",
+                    (MAX_ATTEMPTS, MAX_ATTEMPTS,
+                     f"processing failed {MAX_ATTEMPTS} times ({kind}); replay after a fix",
+                     row_id))
+
+        if row_ids:
+            await self._committer.run(op, background=True)
 
     async def process(self, row_id: int, raw: bytes, message_type: str | None = None,
                       listener: str = "") -> Processed:

@@ -40,6 +40,7 @@ from edge.crypto.blind_index import BlindIndexer, IndexKind, parse_identifier_to
 from edge.crypto.envelope import AAD, open_, seal
 from edge.crypto.errors import IndexInputError, IntegrityError
 from edge.crypto.keys import KeyPurpose
+from edge.storage.errors import StorageError
 from edge.store._tx import read_snapshot, write_transaction
 from edge.store.errors import ResourceInputError
 from edge.store.keys import SYSTEM_OWNER, KeyRow, PatientRef, StoreKeys
@@ -375,8 +376,16 @@ class ResourceStore:
         # One statement for the rows; a key not cached yet is read after it. Erasure deletes
         # a key and its rows together, so a missing key with its row gone means the row was
         # erased in between (it is skipped); with its row still there it is a finding.
-        rows = conn.execute(f"SELECT {BASE_COLUMNS} FROM {RESOURCES} r WHERE {where}",  # noqa: S608
-                            params).fetchall()
+        try:
+            rows = conn.execute(f"SELECT {BASE_COLUMNS} FROM {RESOURCES} r WHERE {where}",  # noqa: S608
+                                params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            # Not an OperationalError (locked, busy): the file itself cannot be read.
+            if isinstance(exc, sqlite3.OperationalError):
+                raise
+            raise StorageError("read resources", "the database is damaged "
+                               f"({type(exc).__name__}); run PRAGMA integrity_check",
+                               retriable=False) from None
         found = []
         for r in rows:
             key_row = None

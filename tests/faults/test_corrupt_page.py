@@ -157,12 +157,6 @@ async def test_a_damaged_btree_page_is_named_by_integrity_check_and_fails_verify
                                     "integrity_check_names_page": True})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a page that cannot be parsed at all (zeroed by a torn write) makes sqlite3 raise "
-    "DatabaseError('database disk image is malformed') out of edge/verify.py rows_to_check "
-    "and ResourceStore reads: verify exits 70 'internal error', reads raise an untranslated "
-    "sqlite3 error. Wanted: verify exits 65 (or 74) saying the database is damaged and "
-    "naming what integrity_check names; reads raise a StorageError/IntegrityError."))
 async def test_a_zeroed_page_gives_a_clear_error_not_an_internal_error(tmp_path: Path) -> None:
     settings = await stored_instance(tmp_path / "inst")
     db = database_path(settings.storage.dir)

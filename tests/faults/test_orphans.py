@@ -13,11 +13,6 @@ from tests.faults.support import Load, alive, descendants, end, pipeline, poll
 from tests.integration.conftest import DaemonProcess, NotifySocket, make_instance
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ProcessPoolExecutor workers (forkserver) block on their call queue, whose write end "
-    "they hold themselves, so they never see the daemon die; the forkserver stays up for "
-    "them. Fix in edge/daemon: a worker initializer thread waiting on os.pidfd_open(daemon "
-    "pid) that calls os._exit when it becomes readable."))
 async def test_worker_processes_exit_when_the_daemon_is_killed(
         tmp_path: Path, notify_socket: NotifySocket) -> None:
     daemon = DaemonProcess(make_instance(tmp_path / "inst"), notify_socket)

@@ -17,7 +17,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from edge.astm.errors import RecordError
 from edge.astm.profile import DeviceProfile
+from edge.astm.records import parse_message
 from edge.normalize import NormalizeContext, NormalizeError, normalize
 from edge.normalize.astm import normalize_astm
 from edge.normalize.fhir_json import ENVELOPE, SUPPORTED_TYPES, envelope, normalize_fhir
@@ -193,3 +195,13 @@ def test_fhir_intake_envelopes_fail_only_with_normalize_error(raw: bytes) -> Non
         return
     event("converted")
     storable(result.resources)
+
+
+# -- inputs the fuzzers found (fuzz/), kept as regressions -------------------------------------
+
+def test_a_superscript_digit_as_astm_sequence_number_is_a_record_error() -> None:
+    raw = b"H|\\^&|||ANALYZER\rP|\xb3||PID-1\rL|1|N\r"
+    with pytest.raises(RecordError):
+        parse_message(raw)
+    with pytest.raises(NormalizeError):
+        normalize_astm(raw, context=CONTEXT, profile=DeviceProfile())
