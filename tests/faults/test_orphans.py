@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-
 from tests.faults.support import Load, alive, descendants, end, pipeline, poll
 from tests.integration.conftest import DaemonProcess, NotifySocket, make_instance
 
