@@ -18,6 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.functional_validators import BeforeValidator
 
 
+def _require_unique(what: str, names: list[str]) -> None:
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"{what} must be unique: {', '.join(duplicates)}")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -282,10 +288,7 @@ class FHIRSettings(_Strict):
         if not (mutual_tls or self.tokens_file is not None or self.allow_anonymous_loopback):
             raise ValueError("no client could authenticate: set tokens_file, tls.client_ca "
                              "or allow_anonymous_loopback")
-        names = [source.name for source in self.sources]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"source names must be unique: {', '.join(duplicates)}")
+        _require_unique("source names", [source.name for source in self.sources])
         return self
 
 
@@ -389,10 +392,7 @@ class PeerSettings(_Strict):
     def _unique_peers(
         cls, value: tuple[PeerEntrySettings, ...]
     ) -> tuple[PeerEntrySettings, ...]:
-        ids = [peer.id for peer in value]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise ValueError(f"peer ids must be unique: {', '.join(duplicates)}")
+        _require_unique("peer ids", [peer.id for peer in value])
         return value
 
 
@@ -424,17 +424,12 @@ class Settings(_Strict):
     def _unique_names(
         cls, value: tuple[MLLPListenerSettings, ...]
     ) -> tuple[MLLPListenerSettings, ...]:
-        names = [listener.name for listener in value]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"listener names must be unique: {', '.join(duplicates)}")
+        _require_unique("listener names", [listener.name for listener in value])
         return value
 
     @model_validator(mode="after")
     def _unique_listener_names(self) -> Settings:
         # Intake finds a listener's rules by name, across MLLP and serial listeners.
-        names = [item.name for item in self.mllp] + [item.name for item in self.serial]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"listener names must be unique: {', '.join(duplicates)}")
+        _require_unique("listener names",
+                        [item.name for item in self.mllp] + [item.name for item in self.serial])
         return self

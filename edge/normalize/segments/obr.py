@@ -21,23 +21,11 @@ from edge.normalize.datatypes.cwe import code_from_map, codeable_concept
 from edge.normalize.errors import NormalizeError
 from edge.normalize.segments.orc import apply_orc, order_status
 from edge.normalize.v2 import Composite
+from edge.normalize.validate import REQUIRED_BINDINGS
 
 __all__ = ["OrderGroup", "map_obr", "order_key"]
 
-_REPORT_STATUS: Final = frozenset(
-    {
-        "registered",
-        "partial",
-        "preliminary",
-        "final",
-        "amended",
-        "corrected",
-        "appended",
-        "cancelled",
-        "entered-in-error",
-        "unknown",
-    }
-)
+_REPORT_STATUS: Final = REQUIRED_BINDINGS[("DiagnosticReport", "status")]
 
 
 @dataclass

@@ -27,6 +27,7 @@ from edge.normalize.conversion import Conversion
 from edge.normalize.datatypes import dtm, ed, ei, nm, sn, xcn, xon
 from edge.normalize.datatypes.cwe import code_from_map, codeable_concept
 from edge.normalize.errors import NormalizeError
+from edge.normalize.validate import REQUIRED_BINDINGS
 
 __all__ = ["map_obx", "observation_value"]
 
@@ -41,18 +42,7 @@ _STATUS_FALLBACK: Final = {
     "B": "amended",
     "N": "final",
 }
-_OBS_STATUS: Final = frozenset(
-    {
-        "registered",
-        "preliminary",
-        "final",
-        "amended",
-        "corrected",
-        "cancelled",
-        "entered-in-error",
-        "unknown",
-    }
-)
+_OBS_STATUS: Final = REQUIRED_BINDINGS[("Observation", "status")]
 _CODED: Final = frozenset({"CWE", "CE", "CNE", "CF", "IS", "ID", "CV", "CN"})
 _TEXT: Final = frozenset({"ST", "TX", "FT", "GTS"})
 _R5_VALUE: Final = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value"

@@ -15,23 +15,11 @@ from edge.er7 import Segment
 from edge.normalize.conversion import Conversion
 from edge.normalize.datatypes import dtm, ei, pl, xcn
 from edge.normalize.datatypes.cwe import code_from_map, codeable_concept
+from edge.normalize.validate import REQUIRED_BINDINGS
 
 __all__ = ["map_ail", "map_aip", "map_ais", "map_sch"]
 
-_APPOINTMENT_STATUS: Final = frozenset(
-    {
-        "proposed",
-        "pending",
-        "booked",
-        "arrived",
-        "fulfilled",
-        "cancelled",
-        "noshow",
-        "entered-in-error",
-        "checked-in",
-        "waitlist",
-    }
-)
+_APPOINTMENT_STATUS: Final = REQUIRED_BINDINGS[("Appointment", "status")]
 _BY_EVENT: Final = {"S15": "cancelled", "S16": "cancelled", "S26": "noshow", "S17": "cancelled"}
 
 
