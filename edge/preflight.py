@@ -59,4 +59,35 @@ def preflight(settings: Settings) -> list[str]:
                 problems += _readable_file(f"{prefix}.client_ca", listener.tls.client_ca)
     if settings.ledger.evm is not None:
         problems += _private_file("ledger.evm.key_file", settings.ledger.evm.key_file)
+    if settings.fhir is not None:
+        fhir = settings.fhir
+        if fhir.tls is not None:
+            problems += _readable_file("fhir.tls.cert", fhir.tls.cert)
+            problems += _private_file("fhir.tls.key", fhir.tls.key)
+            if fhir.tls.client_ca is not None:
+                problems += _readable_file("fhir.tls.client_ca", fhir.tls.client_ca)
+        if fhir.tokens_file is not None:
+            problems += _readable_file("fhir.tokens_file", fhir.tokens_file)
+        for index, source in enumerate(fhir.sources):
+            prefix = f"fhir.sources[{index}]"
+            if source.bearer_token_file is not None:
+                problems += _private_file(f"{prefix}.bearer_token_file",
+                                          source.bearer_token_file)
+            if source.tls is not None:
+                for name in ("ca", "cert"):
+                    path = getattr(source.tls, name)
+                    if path is not None:
+                        problems += _readable_file(f"{prefix}.tls.{name}", path)
+                if source.tls.key is not None:
+                    problems += _private_file(f"{prefix}.tls.key", source.tls.key)
+    if settings.peer is not None:
+        tls = settings.peer.tls
+        problems += _readable_file("peer.tls.cert", tls.cert)
+        problems += _private_file("peer.tls.key", tls.key)
+        problems += _readable_file("peer.tls.ca", tls.ca)
+        if tls.crl is not None:
+            problems += _readable_file("peer.tls.crl", tls.crl)
+        if settings.peer.webhook is not None:
+            problems += _private_file("peer.webhook.secret_file",
+                                      settings.peer.webhook.secret_file)
     return problems

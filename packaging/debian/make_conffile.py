@@ -19,12 +19,15 @@ from pathlib import Path
 
 # Tables that name what a fresh install cannot have: certificate and key files (see
 # edge.preflight), and serial devices (the unit opens none until the serial-ports drop-in).
-OPTIONAL_TABLES = ("mllp.tls", "serial", "serial.profile", "ledger.evm")
+OPTIONAL_TABLES = ("mllp.tls", "serial", "serial.profile", "ledger.evm", "fhir", "fhir.tls",
+                   "fhir.sources", "fhir.sources.tls", "peer", "peer.tls", "peer.webhook",
+                   "peer.peers")
 
 HEADER = """\
 # /etc/hie-edge/edge.toml, installed by the hie-edge package as a conffile: your changes are
 # kept across upgrades. It is config/edge.example.toml with the tables that need files or
-# devices you provide ([mllp.tls], [[serial]], [ledger.evm]) commented out. After editing, run
+# devices you provide ([mllp.tls], [[serial]], [ledger.evm], [fhir], [peer]) commented out.
+# After editing, run
 #   hie-edge check-config && systemctl reload hie-edge
 # See /usr/share/doc/hie-edge/operations.md.
 """

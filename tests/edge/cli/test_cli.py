@@ -94,3 +94,17 @@ def test_convert_prints_one_bundle_per_message(tmp_path: Path, corpora_dir: Path
     types = {entry["resource"]["resourceType"] for entry in bundle["entry"]}
     assert {"Patient", "Encounter", "MessageHeader", "Provenance"} <= types
     assert cli("convert", str(tmp_path / "missing.hl7")).returncode == 66
+
+
+def test_check_config_names_missing_tls_files_of_every_listener(tmp_path: Path) -> None:
+    extra = ('\n[peer]\nbind = "127.0.0.1:0"\n[peer.tls]\ncert = "tls/peer.pem"\n'
+             'key = "tls/peer-key.pem"\nca = "tls/ca.pem"\n')
+    config = make_instance(tmp_path / "inst", extra)
+    result = cli("check-config", "--config", str(config))
+    assert result.returncode == 78
+    assert "peer.tls.cert:" in result.stderr and "file not found" in result.stderr
+    assert "peer.tls.key:" in result.stderr
+    assert "peer.tls.ca" not in result.stderr  # that one exists
+    # `run` refuses the same config up front, with the same lines, not an internal error.
+    run = cli("run", "--config", str(config))
+    assert run.returncode == 78 and "peer.tls.cert:" in run.stderr
