@@ -41,7 +41,7 @@ from edge.normalize.fhir_json import FHIRMessage
 from edge.normalize.result import NormalizedMessage
 from edge.processing.worker import Failed, Outcome, convert, kind_of
 from edge.storage.database import connect
-from edge.storage.group_commit import GroupCommitter
+from edge.storage.group_commit import BACKGROUND_IDLE_S, GroupCommitter
 from edge.store.keys import PatientRef, StoreKeys
 from edge.store.rekey import rekey_inbox_message
 from edge.store.resources import ResourceStore
@@ -111,6 +111,11 @@ class Processor:
         backoff = 0.0
         try:
             while not self._stopping:
+                # Conversion and storage use CPU the intake needs while senders are sending:
+                # a round starts only once intake has been quiet briefly (the writer's
+                # background lane waits the same way), and catches up in the gaps.
+                while (quiet := self._committer.quiet_for()) < BACKGROUND_IDLE_S:
+                    await self._sleep(BACKGROUND_IDLE_S - quiet)
                 # Cleared before looking, so a wake() during the query is not lost.
                 self._wake.clear()
                 rows = await asyncio.to_thread(_pending, reader, _BATCH)

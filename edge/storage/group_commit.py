@@ -9,10 +9,11 @@ therefore the promise that its write is on disk.
 
 Two lanes: *foreground* writes (intake: a sender waits for its ACK) and *background* writes
 (the processing stage, whose operations store a message's resources and take milliseconds
-of CPU). A transaction takes every waiting foreground write; only when none waits does it
-take one background write. An ACK therefore waits behind at most one background write, and
-under saturation processing pauses (its backlog stays ``received`` on disk, visible as
-pending) until the senders slow down.
+of CPU). A transaction takes every waiting foreground write; a background write runs alone,
+and only once no foreground write has come for ``BACKGROUND_IDLE_S``: a sender pipelining
+or sending back to back is never kept waiting by processing, an ACK waits behind at most one
+background write, and under sustained load processing pauses (its backlog stays ``received``
+on disk, visible as pending) and catches up in the gaps.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import asyncio
 import collections
 import contextlib
 import logging
-import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,9 @@ class CommitStats:
     largest_batch: int = 0
 
 
-_STOP = object()
+# How long the foreground lane must be quiet before a background write may take the writer:
+# longer than the gap between an ACK and a sender's next message on loopback or a LAN.
+BACKGROUND_IDLE_S = 0.005
 
 
 def _set_result(job: _Job[Any]) -> None:
@@ -77,12 +80,16 @@ def _classify(exc: sqlite3.Error) -> StorageError:
 class GroupCommitter:
     """The single writer of the state database."""
 
-    def __init__(self, path: Path, *, max_batch: int = 256) -> None:
+    def __init__(self, path: Path, *, max_batch: int = 256,
+                 background_idle_s: float = BACKGROUND_IDLE_S) -> None:
         self._path = path
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._idle_s = background_idle_s
+        self._foreground: collections.deque[_Job[Any]] = collections.deque()
         self._background: collections.deque[_Job[Any]] = collections.deque()
-        self._waiting = threading.Semaphore(0)  # one permit per queued item, either lane
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._last_foreground = 0.0
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self.stats = CommitStats()
@@ -100,55 +107,54 @@ class GroupCommitter:
             raise StorageError("submit", "the writer is not running", retriable=True)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        job = _Job(op, loop, future)
-        if background:
-            self._background.append(job)
-        else:
-            self._queue.put(job)
-        self._waiting.release()
+        with self._cond:
+            (self._background if background else self._foreground).append(
+                _Job(op, loop, future))
+            self._cond.notify()
         return future
 
     async def run(self, op: Operation[T], *, background: bool = False) -> T:
         return await self.submit(op, background=background)
 
     def close(self) -> None:
-        """Finish every queued operation, then stop the thread and close the connection."""
+        """Finish every queued operation, in both lanes, then stop the thread and close the
+        connection."""
         if self._thread is None:
             return
-        self._queue.put(_STOP)
-        self._waiting.release()
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
         self._thread.join()
         self._thread = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    def _run(self) -> None:
-        stopping = False
-        while True:
-            if not stopping:
-                self._waiting.acquire()
-            batch: list[_Job[Any]] = []
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True  # finish what is queued, in both lanes, then stop
+    def quiet_for(self) -> float:
+        """Seconds since the last foreground write was taken (how busy intake is)."""
+        return time.monotonic() - self._last_foreground
+
+    def _next_batch(self) -> list[_Job[Any]] | None:
+        """Every waiting foreground job; else one background job once the foreground lane
+        has been quiet for ``background_idle_s``; None when stopped and drained."""
+        with self._cond:
+            while True:
+                if self._foreground:
+                    count = min(len(self._foreground), self._max_batch)
+                    self._last_foreground = time.monotonic()
+                    return [self._foreground.popleft() for _ in range(count)]
+                if self._background:
+                    quiet = time.monotonic() - self._last_foreground
+                    if self._stopping or quiet >= self._idle_s:
+                        return [self._background.popleft()]
+                    self._cond.wait(self._idle_s - quiet)
                     continue
-                batch.append(item)
-            if not batch:
-                with contextlib.suppress(IndexError):
-                    batch.append(self._background.popleft())
-            if not batch:
-                if stopping:
-                    return
-                continue
-            # Permits for the items taken beyond the one acquired above (a permit may lag
-            # its item by a moment; an extra wake-up then finds nothing and loops).
-            for _ in range(len(batch) - 1):
-                self._waiting.acquire(blocking=False)
+                if self._stopping:
+                    return None
+                self._cond.wait()
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
             self._commit(batch)
 
     def _commit(self, batch: list[_Job[Any]]) -> None:
