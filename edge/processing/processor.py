@@ -41,7 +41,11 @@ from edge.normalize.fhir_json import FHIRMessage
 from edge.normalize.result import NormalizedMessage
 from edge.processing.worker import Failed, Outcome, convert, kind_of
 from edge.storage.database import connect
-from edge.storage.group_commit import BACKGROUND_IDLE_S, GroupCommitter
+from edge.storage.group_commit import (
+    BACKGROUND_IDLE_S,
+    BACKGROUND_MAX_WAIT_S,
+    GroupCommitter,
+)
 from edge.store.keys import PatientRef, StoreKeys
 from edge.store.rekey import rekey_inbox_message
 from edge.store.resources import ResourceStore
@@ -108,17 +112,22 @@ class Processor:
     async def run(self) -> None:
         """Process every ``received`` message, then wait to be woken; until :meth:`stop`."""
         reader = connect(self._db_path, readonly=True)
+        loop = asyncio.get_running_loop()
         backoff = 0.0
         try:
             while not self._stopping:
                 # Conversion and storage use CPU the intake needs while senders are sending:
                 # a round starts only once intake has been quiet briefly (the writer's
                 # background lane waits the same way), and catches up in the gaps.
-                while (quiet := self._committer.quiet_for()) < BACKGROUND_IDLE_S:
+                deadline = loop.time() + BACKGROUND_MAX_WAIT_S
+                while ((quiet := self._committer.quiet_for()) < BACKGROUND_IDLE_S
+                       and loop.time() < deadline):
                     await self._sleep(BACKGROUND_IDLE_S - quiet)
                 # Cleared before looking, so a wake() during the query is not lost.
                 self._wake.clear()
-                rows = await asyncio.to_thread(_pending, reader, _BATCH)
+                # On the loop's thread, like the payload reads below: one sqlite3 connection
+                # must not be used from two threads at once.
+                rows = _pending(reader, _BATCH)
                 mine = [row for row in rows if row.id not in self._claims]
                 if mine:
                     results = await asyncio.gather(
@@ -184,8 +193,10 @@ class Processor:
         previous, turn = self._tail, loop.create_future()
         self._tail = turn
         try:
-            raw = payload if reader is None or key_id is None else await asyncio.to_thread(
-                self._sealer.open, reader, INBOX, row_id, PAYLOAD_VERSION, key_id, payload)
+            # Decrypting a payload takes microseconds; it stays on this thread because the
+            # reader connection is shared by every claim.
+            raw = payload if reader is None or key_id is None else self._sealer.open(
+                reader, INBOX, row_id, PAYLOAD_VERSION, key_id, payload)
             outcome = await loop.run_in_executor(
                 self._executor, convert, raw, kind_of(message_type), self._context,
                 self._profiles.get(listener))

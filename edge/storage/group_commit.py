@@ -11,9 +11,10 @@ Two lanes: *foreground* writes (intake: a sender waits for its ACK) and *backgro
 (the processing stage, whose operations store a message's resources and take milliseconds
 of CPU). A transaction takes every waiting foreground write; a background write runs alone,
 and only once no foreground write has come for ``BACKGROUND_IDLE_S``: a sender pipelining
-or sending back to back is never kept waiting by processing, an ACK waits behind at most one
-background write, and under sustained load processing pauses (its backlog stays ``received``
-on disk, visible as pending) and catches up in the gaps.
+or sending back to back is rarely kept waiting by processing, an ACK waits behind at most one
+background write, and under sustained load processing slows to one write per
+``BACKGROUND_MAX_WAIT_S`` (its backlog stays ``received`` on disk, visible as pending) and
+catches up in the gaps.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ class CommitStats:
 # How long the foreground lane must be quiet before a background write may take the writer:
 # longer than the gap between an ACK and a sender's next message on loopback or a LAN.
 BACKGROUND_IDLE_S = 0.005
+# Under unbroken foreground load a background write still goes at least this often, so the
+# processing stage (and an on-processed sender waiting on it) is slowed, never stopped.
+BACKGROUND_MAX_WAIT_S = 0.005
+_MAX_WAIT = BACKGROUND_MAX_WAIT_S
 
 
 def _set_result(job: _Job[Any]) -> None:
@@ -90,6 +95,7 @@ class GroupCommitter:
         self._cond = threading.Condition()
         self._stopping = False
         self._last_foreground = 0.0
+        self._last_background = 0.0
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self.stats = CommitStats()
@@ -136,7 +142,8 @@ class GroupCommitter:
 
     def _next_batch(self) -> list[_Job[Any]] | None:
         """Every waiting foreground job; else one background job once the foreground lane
-        has been quiet for ``background_idle_s``; None when stopped and drained."""
+        has been quiet for ``background_idle_s`` (or background work has waited
+        BACKGROUND_MAX_WAIT_S); None when stopped and drained."""
         with self._cond:
             while True:
                 if self._foreground:
@@ -144,10 +151,13 @@ class GroupCommitter:
                     self._last_foreground = time.monotonic()
                     return [self._foreground.popleft() for _ in range(count)]
                 if self._background:
-                    quiet = time.monotonic() - self._last_foreground
-                    if self._stopping or quiet >= self._idle_s:
+                    now = time.monotonic()
+                    quiet = now - self._last_foreground
+                    starved = now - self._last_background
+                    if self._stopping or quiet >= self._idle_s or starved >= _MAX_WAIT:
+                        self._last_background = now
                         return [self._background.popleft()]
-                    self._cond.wait(self._idle_s - quiet)
+                    self._cond.wait(min(self._idle_s - quiet, _MAX_WAIT - starved))
                     continue
                 if self._stopping:
                     return None
