@@ -15,13 +15,19 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.functional_validators import BeforeValidator
+from pydantic.functional_validators import AfterValidator, BeforeValidator
 
 
 def _require_unique(what: str, names: list[str]) -> None:
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ValueError(f"{what} must be unique: {', '.join(duplicates)}")
+
+
+def _facility_id(value: str) -> str:
+    if not _FACILITY_ID.match(value):
+        raise ValueError("must be 1-63 of a-z, 0-9, '.', '-' starting with a letter or digit")
+    return value
 
 
 class _Strict(BaseModel):
@@ -61,22 +67,17 @@ def _to_bind(value: Any) -> Any:
 
 
 BindField = Annotated[Bind, BeforeValidator(_to_bind)]
+# A consortium-unique facility id (our own, and each peer's).
+FacilityId = Annotated[str, AfterValidator(_facility_id)]
 _FACILITY_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 _ABSOLUTE_URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:\S+$")
 
 
 class FacilitySettings(_Strict):
-    id: str
+    id: FacilityId
     timezone: str = "UTC"
     identifier_systems: dict[str, str] = Field(default_factory=dict)
     unmapped_authority: Literal["dead-letter", "facility-uri"] = "facility-uri"
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        if not _FACILITY_ID.match(value):
-            raise ValueError("must be 1-63 of a-z, 0-9, '.', '-' starting with a letter or digit")
-        return value
 
     @field_validator("timezone")
     @classmethod
@@ -331,18 +332,11 @@ _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{2}(:?[0-9a-fA-F]{2}){31}$")
 class PeerEntrySettings(_Strict):
     """A facility of the peer directory: how to reach it and how to recognize it."""
 
-    id: str
+    id: FacilityId
     url: str = Field(pattern=r"^https://\S+$")
     certificate_sha256: str | None = None  # SHA-256 of its certificate (DER), hex
     certificate_subject: str | None = None  # or its subject, RFC 4514 (e.g. "CN=x,O=y")
     signing_key: str  # its Ed25519 key as a signed-note vkey (``hie-edge/<id>+<kid>+<key>``)
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        if not _FACILITY_ID.match(value):
-            raise ValueError("must be 1-63 of a-z, 0-9, '.', '-' starting with a letter or digit")
-        return value
 
     @field_validator("certificate_sha256")
     @classmethod
