@@ -55,14 +55,21 @@ def canonical_json(resource: Mapping[str, Any] | str | bytes) -> bytes:
 
 
 _EXACT_INT = 2**53 - 1  # RFC 8785 numbers are IEEE-754 doubles (section 3.2.2.3)
+_FLOAT_SAME_LAYOUT = 1e-4  # from here up, repr() uses no exponent (see _json_equals_jcs)
 
 
 def _json_equals_jcs(node: Any) -> bool:
     """Whether ``json.dumps`` with sorted keys and no whitespace yields the RFC 8785 bytes of
     ``node``. It does for strings, booleans, null, integers a double holds exactly, lists and
     objects whose keys are ASCII (JCS sorts keys by UTF-16 code units, Python by code points:
-    they agree on the BMP, ASCII is the cheap test). Not for floats: ES6 number formatting
-    (section 3.2.2.3) differs from Python's repr (``1.0`` vs ``1``, exponents)."""
+    they agree on the BMP, ASCII is the cheap test), and for the floats most results carry.
+
+    Floats: JCS formats numbers as ECMAScript's Number::toString (RFC 8785 3.2.2.3), Python
+    as ``repr``. Both print the shortest digits that round-trip; they differ only in layout:
+    an integral value (``13.0`` vs ``13``) and the switch to exponents (Python below 1e-4
+    and from 1e16, ECMAScript below 1e-6 and from 1e21). A finite, non-integral float of
+    magnitude at least 1e-4 (every non-integral double is below 2**52) is laid out the same
+    by both, so only those are admitted."""
     stack = [node]
     while stack:
         item = stack.pop()
@@ -76,6 +83,10 @@ def _json_equals_jcs(node: Any) -> bool:
             stack.extend(item)
         elif kind is int:
             if not -_EXACT_INT <= item <= _EXACT_INT:
+                return False
+        elif kind is float:
+            # is_integer() is False for NaN and the infinities too; abs() of them fails below.
+            if item.is_integer() or not _FLOAT_SAME_LAYOUT <= abs(item) < _EXACT_INT:
                 return False
         elif kind is not str and kind is not bool and item is not None:
             return False

@@ -162,6 +162,11 @@ class BlindIndexer:
             parts.append(raw)
         return hmac.digest(self._material, b"".join(parts), "sha256")
 
+    def term(self, kind: IndexKind, fields: tuple[str, ...]) -> bytes:
+        """The index value of fields already normalized for ``kind`` (the store prepares
+        them off the writer: :func:`edge.store.prepared.index_terms`)."""
+        return self._digest(kind, *fields)
+
     def identifier(self, system: str, value: str) -> bytes:
         return self._digest(IndexKind.IDENTIFIER, *normalize_identifier(system, value))
 

@@ -37,9 +37,7 @@ from edge.inbox.schema import TABLE as INBOX
 from edge.inbox.sealing import InboxSealer
 from edge.inbox.store import PAYLOAD_VERSION
 from edge.normalize.context import NormalizeContext
-from edge.normalize.fhir_json import FHIRMessage
-from edge.normalize.result import NormalizedMessage
-from edge.processing.worker import Failed, Outcome, convert, kind_of
+from edge.processing.worker import Converted, Failed, Outcome, convert, kind_of
 from edge.storage.database import connect
 from edge.storage.group_commit import (
     BACKGROUND_IDLE_S,
@@ -239,7 +237,7 @@ class Processor:
             if isinstance(outcome, Failed):
                 _set_state(conn, row_id, outcome.state, outcome.reason)
                 return Processed(row_id, outcome.state, outcome.reason)
-            if isinstance(outcome, FHIRMessage) and outcome.preconditions:
+            if outcome.preconditions:
                 # If-Match / If-None-Exist from the FHIR API, checked before the first write
                 # of this transaction (edge.fhirapi.preconditions).
                 refusal = failed_precondition(conn, self._store, outcome.preconditions)
@@ -248,25 +246,23 @@ class Processor:
                     return Processed(row_id, "dead-letter", refusal)
             size, versions = self._store_resources(conn, row_id, outcome)
             _set_state(conn, row_id, "processed", "")
-            return Processed(row_id, "processed", resources=len(outcome.resources),
+            return Processed(row_id, "processed", resources=len(outcome.records),
                              log_size=size, versions=versions)
 
         return op
 
     def _store_resources(self, conn: sqlite3.Connection, row_id: int,
-                         message: NormalizedMessage) -> tuple[int, tuple[Version, ...]]:
+                         message: Converted) -> tuple[int, tuple[Version, ...]]:
         patient = (PatientRef(*parse_identifier_token(message.patient_key))
                    if message.patient_key else None)
-        stored = [self._store.put(conn, resource, patient=patient)
-                  for resource in message.resources]
         if self._log is None:
             self._log = MerkleLog(conn)
-        first = self._log.append([version.leaf_hash for version in stored])
-        for offset, version in enumerate(stored):
-            self._store.set_ledger_index(conn, version.row, first + offset)
+        stored = self._store.put_many(conn, message.records, patient=patient, log=self._log)
         if patient is not None:
             rekey_inbox_message(conn, self._keys, row_id, patient)
-        return first + len(stored), tuple((v.type, v.id, v.version) for v in stored)
+        last = stored[-1].ledger_index if stored else None
+        size = self._log.size if last is None else last + 1
+        return size, tuple((v.type, v.id, v.version) for v in stored)
 
 
 class _Row(NamedTuple):

@@ -1,9 +1,12 @@
 """What runs in the worker processes: one message in, a picklable outcome out.
 
 Normalization is CPU-bound pure Python (tokenize, map, validate); worker processes let both
-cores work while the event loop keeps acknowledging (issue 4). Outcomes are plain tuples and
-dataclasses, never exceptions: an exception class with a custom constructor does not always
-survive pickling, and a lost error is a lost reason.
+cores work while the event loop keeps acknowledging (issue 4). The resources also leave here
+ready to store (:mod:`edge.store.prepared`: checked, index terms normalized, canonical JSON
+serialized), so the group-commit writer, which shares its process and GIL with intake, only
+seals, hashes and inserts. Outcomes are plain tuples and dataclasses, never exceptions: an
+exception class with a custom constructor does not always survive pickling, and a lost error
+is a lost reason.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from edge.astm.profile import DeviceProfile
 from edge.normalize import normalize
 from edge.normalize.context import NormalizeContext
 from edge.normalize.errors import NormalizeError
+from edge.normalize.fhir_json import FHIRMessage, Precondition
 from edge.normalize.normalize import UnsupportedMessage
 from edge.normalize.result import NormalizedMessage
+from edge.store.errors import ResourceInputError
+from edge.store.prepared import PreparedRecord, prepare_record
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +33,19 @@ class Failed:
     reason: str
 
 
-Outcome = NormalizedMessage | Failed
+@dataclass(frozen=True, slots=True, repr=False)
+class Converted:
+    """A message's resources, ready for the store. ``repr`` shows counts only."""
+
+    records: tuple[PreparedRecord, ...]
+    patient_key: str | None  # "system|value" of the patient whose key seals them
+    preconditions: tuple[Precondition, ...] = ()  # FHIR API If-Match / If-None-Exist
+
+    def __repr__(self) -> str:
+        return f"Converted(records={len(self.records)})"
+
+
+Outcome = Converted | Failed
 
 # What an inbox row holds, from its message_type column (see kind_of).
 Kind = Literal["hl7v2", "astm", "fhir"]
@@ -44,7 +62,21 @@ def kind_of(message_type: str | None) -> Kind:
 def convert(raw: bytes, kind: Kind, context: NormalizeContext,
             profile: DeviceProfile | None = None) -> Outcome:
     """One inbox payload to FHIR R4, by what it is: HL7v2 ER7, an ASTM E1394 message from a
-    lab instrument (with that line's device profile), or FHIR JSON from the REST API."""
+    lab instrument (with that line's device profile), or FHIR JSON from the REST API; its
+    resources prepared for the store."""
+    message = _normalize(raw, kind, context, profile)
+    if isinstance(message, Failed):
+        return message
+    try:
+        records = tuple(prepare_record(resource) for resource in message.resources)
+    except ResourceInputError as exc:
+        return Failed("dead-letter", str(exc))
+    preconditions = message.preconditions if isinstance(message, FHIRMessage) else ()
+    return Converted(records, message.patient_key, preconditions)
+
+
+def _normalize(raw: bytes, kind: Kind, context: NormalizeContext,
+               profile: DeviceProfile | None) -> NormalizedMessage | Failed:
     try:
         if kind == "astm":
             from edge.normalize.astm import normalize_astm

@@ -1,7 +1,8 @@
 """FHIR resource versions, encrypted under the patient's data key, with blind indexes.
 
 One row per version (``resources``, see :mod:`edge.store.schema`). Writing a version
-(:meth:`ResourceStore.put`) sets ``meta.versionId`` and ``meta.lastUpdated``, draws a 32-byte
+(:meth:`ResourceStore.put_many`, of records made ready off the writer by
+:mod:`edge.store.prepared`) sets ``meta.versionId`` and ``meta.lastUpdated``, draws a 32-byte
 salt, computes the ledger leaf hash SHA-256(0x00 || salt || RFC 8785 JSON) (design.md,
 "canonical JSON"; :mod:`ledger_client.leaf`) and seals ``salt || JSON`` under the patient's key
 with AAD (``resources``, ``Type/id``, version). One seal covers salt and record: they are
@@ -29,29 +30,25 @@ from __future__ import annotations
 
 import hmac
 import json
-import re
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from edge.crypto.blind_index import BlindIndexer, IndexKind, parse_identifier_token
 from edge.crypto.envelope import AAD, open_, seal
-from edge.crypto.errors import IndexInputError, IntegrityError
+from edge.crypto.errors import IntegrityError
 from edge.crypto.keys import KeyPurpose
 from edge.storage.errors import StorageError
 from edge.store._tx import read_snapshot, write_transaction
 from edge.store.errors import ResourceInputError
 from edge.store.keys import SYSTEM_OWNER, KeyRow, PatientRef, StoreKeys
+from edge.store.prepared import IndexTerm, PreparedRecord, index_terms, prepare_record
 from edge.store.schema import DATA_KEYS, DEMOGRAPHICS, IDENTIFIERS, RESOURCES
-from ledger_client.errors import LedgerError
-from ledger_client.leaf import SALT_SIZE, canonical_json, new_salt
+from ledger_client.leaf import SALT_SIZE, new_salt
+from ledger_client.log import MerkleLog
 from ledger_client.merkle import leaf_hash
-
-# FHIR R4 2.1.0.1 (resource ids) and the resource type names' shape.
-_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 
 Clock = Callable[[], datetime]
 
@@ -61,6 +58,11 @@ BASE_COLUMNS = ("r.row, r.type, r.id, r.version, r.patient, r.key_id, r.last_upd
 ROW_COLUMNS = f"{BASE_COLUMNS}, k.key_id, k.purpose, k.owner, k.wrapped"
 ROW_FROM = f"{RESOURCES} r LEFT JOIN {DATA_KEYS} k ON k.key_id = r.key_id"
 _KEY_ROW = f"SELECT key_id, purpose, owner, wrapped FROM {DATA_KEYS} WHERE key_id = ?"  # noqa: S608
+_KEY_OF_OWNER = f"SELECT key_id FROM {DATA_KEYS} WHERE purpose = ? AND owner = ?"  # noqa: S608
+_INSERT_VERSION = (f"INSERT INTO {RESOURCES} (type, id, version, patient, key_id, "  # noqa: S608
+                   "last_updated, body, leaf_hash, ledger_index) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_IDENTS_PER_STATEMENT = 400  # 800 parameters: far below SQLite's limit of 32766
 # Only the newest version of each resource (search results are current versions).
 CURRENT_ONLY = (f"r.version = (SELECT max(r2.version) FROM {RESOURCES} r2 "  # noqa: S608
             "WHERE r2.type = r.type AND r2.id = r.id)")
@@ -87,6 +89,7 @@ class StoredVersion:
     salt: bytes
     row: int
     last_updated: str
+    ledger_index: int | None = None  # set when put_many appended the leaf to a log
 
     def __repr__(self) -> str:
         return f"StoredVersion({self.type}/{self.id}/_history/{self.version}, row={self.row})"
@@ -122,67 +125,33 @@ def _fail(row: int, aad: AAD, key_id: str | None, problem: str) -> IntegrityErro
                           row_id=aad.row_id, version=aad.version, key_id=key_id)
 
 
-def _list_of(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
+def _latest_versions(conn: sqlite3.Connection,
+                     idents: Collection[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The newest stored version of each ``(type, id)`` (0 for none), a few hundred per
+    statement: one lookup of the identity index each, without a statement per resource."""
+    found: dict[tuple[str, str], int] = {}
+    pending = list(idents)
+    for start in range(0, len(pending), _IDENTS_PER_STATEMENT):
+        chunk = pending[start:start + _IDENTS_PER_STATEMENT]
+        rows = ",".join(["(?, ?)"] * len(chunk))
+        found.update(((t, i), int(v or 0)) for t, i, v in conn.execute(
+            "SELECT v.column1, v.column2, (SELECT max(version) FROM "  # noqa: S608
+            f"{RESOURCES} r WHERE r.type = v.column1 AND r.id = v.column2) FROM (VALUES {rows}) v",
+            [part for ident in chunk for part in ident]))
+    return found
 
 
 def identifier_indexes(indexer: BlindIndexer, resource: Mapping[str, Any]) -> set[bytes]:
     """Blind indexes of a resource's ``identifier`` element(s) that carry a value."""
-    rtype = resource.get("resourceType", "Resource")
-    out: set[bytes] = set()
-    for i, ident in enumerate(_list_of(resource.get("identifier"))):
-        path = f"{rtype}.identifier[{i}]"
-        if not isinstance(ident, Mapping):
-            raise ResourceInputError(path, "not an object")
-        value, system = ident.get("value"), ident.get("system", "")
-        if value is None:
-            continue  # FHIR allows an identifier without a value; nothing to find it by
-        if not isinstance(value, str) or not isinstance(system, str):
-            raise ResourceInputError(path, "system and value must be strings")
-        if not value.strip():
-            continue
-        out.add(indexer.identifier(system, value))
-    return out
+    return {indexer.term(kind, fields) for kind, fields in index_terms(resource)
+            if kind is IndexKind.IDENTIFIER}
 
 
 def demographic_indexes(indexer: BlindIndexer,
                         resource: Mapping[str, Any]) -> set[tuple[str, bytes]]:
     """Blind indexes of a Patient's names, birth date and gender as ``(kind, value)``."""
-    if resource.get("resourceType") != "Patient":
-        return set()
-    out: set[tuple[str, bytes]] = set()
-    for i, name in enumerate(_list_of(resource.get("name"))):
-        if not isinstance(name, Mapping):
-            raise ResourceInputError(f"Patient.name[{i}]", "not an object")
-        parts: list[tuple[IndexKind, Any, str]] = [
-            (IndexKind.FAMILY, name.get("family"), f"Patient.name[{i}].family")]
-        parts += [(IndexKind.GIVEN, given, f"Patient.name[{i}].given[{j}]")
-                  for j, given in enumerate(_list_of(name.get("given")))]
-        for kind, text, path in parts:
-            if text is None:
-                continue
-            if not isinstance(text, str):
-                raise ResourceInputError(path, "not a string")
-            try:
-                value = (indexer.family(text) if kind is IndexKind.FAMILY
-                         else indexer.given(text))
-            except IndexInputError:
-                continue  # only punctuation: nothing a search could match
-            out.add((kind.value, value))
-    for element, kind, index in (("birthDate", IndexKind.BIRTHDATE, indexer.birthdate),
-                                 ("gender", IndexKind.GENDER, indexer.gender)):
-        text = resource.get(element)
-        if text is None:
-            continue
-        if not isinstance(text, str):
-            raise ResourceInputError(f"Patient.{element}", "not a string")
-        try:
-            out.add((kind.value, index(text)))
-        except IndexInputError as exc:
-            raise ResourceInputError(f"Patient.{element}", exc.args[0]) from None
-    return out
+    return {(kind.value, indexer.term(kind, fields)) for kind, fields in index_terms(resource)
+            if kind is not IndexKind.IDENTIFIER}
 
 
 class ResourceStore:
@@ -205,62 +174,74 @@ class ResourceStore:
         ``patient``'s data key (created on first use) or the SYSTEM key when ``None``.
         Raises :class:`ResourceInputError` (naming the element) for a resource it cannot
         store; nothing is written then."""
-        rtype, rid = resource.get("resourceType"), resource.get("id")
-        if not isinstance(rtype, str) or not _RESOURCE_TYPE.fullmatch(rtype):
-            raise ResourceInputError("Resource.resourceType", "missing or not a resource type")
-        if not isinstance(rid, str) or not _FHIR_ID.fullmatch(rid):
-            raise ResourceInputError(f"{rtype}.id", "missing or not a FHIR id (FHIR R4 2.1.0.1)")
-        meta = resource.get("meta", {})
-        if not isinstance(meta, Mapping):
-            raise ResourceInputError(f"{rtype}.meta", "not an object")
-        # No savepoint of its own inside a caller's transaction: every check that can refuse
-        # the resource runs before the first write, and the group committer gives each
-        # operation a savepoint of its own.
+        return self.put_many(conn, [prepare_record(resource)], patient=patient)[0]
+
+    def put_many(self, conn: sqlite3.Connection, records: Sequence[PreparedRecord], *,
+                 patient: PatientRef | None, log: MerkleLog | None = None) -> list[StoredVersion]:
+        """Store each prepared record as the next version of its ``Type/id`` (a record given
+        twice gets two versions, in order), all sealed under ``patient``'s key, one clock
+        reading for all. With ``log``, their leaves are appended to it in the same order and
+        each row is written with its ledger index. Prepare the records with
+        :func:`~edge.store.prepared.prepare_record` (the processing stage does it in its
+        worker processes: here only what needs the database and the keys is left)."""
+        if not records:
+            return []
+        # No savepoint of its own inside a caller's transaction: nothing below can refuse a
+        # record once the first row is written, and the group committer gives each operation
+        # a savepoint of its own.
         with write_transaction(conn, savepoint=False):
             indexer = self.keys.indexer(conn)
             owner = (None if patient is None
                      else indexer.patient_key(patient.system, patient.value))
-            # One statement for the next version and the owner's key (existence checked on
-            # every write: a key erased by another process is never used again).
-            last, key_id = conn.execute(
-                f"SELECT (SELECT max(version) FROM {RESOURCES} WHERE type = ? AND id = ?), "  # noqa: S608
-                f"(SELECT key_id FROM {DATA_KEYS} WHERE purpose = ? AND owner = ?)",
-                (rtype, rid, *_key_owner(owner))).fetchone()
-            version = int(last or 0) + 1
+            # The key's existence is checked on every write: a key erased by another process
+            # is never used again.
+            found = conn.execute(_KEY_OF_OWNER, _key_owner(owner)).fetchone()
+            key = ((self.keys.cached(found[0]) if found is not None else None)
+                   or self.keys.for_owner(conn, owner))
             now = fhir_instant(self._clock())
-            record = {**resource, "meta": {**meta, "versionId": str(version), "lastUpdated": now}}
-            identifiers = identifier_indexes(indexer, record)
-            demographics = demographic_indexes(indexer, record)
-            try:
-                jcs = canonical_json(record)
-            except LedgerError as exc:
-                raise ResourceInputError(rtype, str(exc)) from None
-            key = (self.keys.cached(key_id) if key_id is not None else None) \
-                or self.keys.for_owner(conn, owner)
-            salt = new_salt()
-            plain = salt + jcs
-            leaf = leaf_hash(plain)
-            body = seal(key, plain, AAD(RESOURCES, f"{rtype}/{rid}", version))
-            cursor = conn.execute(
-                f"INSERT INTO {RESOURCES} (type, id, version, patient, key_id, last_updated, "  # noqa: S608
-                "body, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (rtype, rid, version, owner, key.key_id, now, body, leaf))
-            row = cursor.lastrowid
-            assert row is not None
-            if last is not None:
-                # Indexes describe current versions only.
-                for table in (IDENTIFIERS, DEMOGRAPHICS):
-                    conn.execute(
-                        f"DELETE FROM {table} WHERE resource IN (SELECT row FROM {RESOURCES} "  # noqa: S608
-                        "WHERE type = ? AND id = ? AND version < ?)", (rtype, rid, version))
+            latest = _latest_versions(conn, {(r.type, r.id) for r in records})
+            sealed: list[tuple[PreparedRecord, int, bytes, bytes, bytes]] = []
+            for record in records:
+                ident = (record.type, record.id)
+                version = latest[ident] = latest[ident] + 1
+                salt = new_salt()
+                plain = salt + record.canonical(version, now)
+                body = seal(key, plain, AAD(RESOURCES, f"{record.type}/{record.id}", version))
+                sealed.append((record, version, salt, leaf_hash(plain), body))
+            first = None if log is None else log.append([item[3] for item in sealed])
+            stored: list[StoredVersion] = []
+            # Index rows describe current versions only: the newest of each Type/id here.
+            index_rows: dict[tuple[str, str], tuple[int, frozenset[IndexTerm]]] = {}
+            for offset, (record, version, salt, leaf, body) in enumerate(sealed):
+                row = conn.execute(_INSERT_VERSION, (
+                    record.type, record.id, version, owner, key.key_id, now, body, leaf,
+                    None if first is None else first + offset)).lastrowid
+                assert row is not None
+                if version > 1:
+                    for table in (IDENTIFIERS, DEMOGRAPHICS):
+                        conn.execute(
+                            f"DELETE FROM {table} WHERE resource IN (SELECT row FROM "  # noqa: S608
+                            f"{RESOURCES} WHERE type = ? AND id = ? AND version < ?)",
+                            (record.type, record.id, version))
+                index_rows[(record.type, record.id)] = (row, record.terms)
+                stored.append(StoredVersion(record.type, record.id, version, leaf, salt, row,
+                                            now, None if first is None else first + offset))
+            identifiers, demographics = [], []
+            for row, terms in index_rows.values():
+                for kind, fields in terms:
+                    value = indexer.term(kind, fields)
+                    if kind is IndexKind.IDENTIFIER:
+                        identifiers.append((row, value))
+                    else:
+                        demographics.append((row, kind.value, value))
             if identifiers:
                 conn.executemany(f"INSERT INTO {IDENTIFIERS} (resource, value) VALUES (?, ?)",  # noqa: S608
-                                 [(row, value) for value in identifiers])
+                                 identifiers)
             if demographics:
                 conn.executemany(
                     f"INSERT INTO {DEMOGRAPHICS} (resource, kind, value) VALUES (?, ?, ?)",  # noqa: S608
-                    [(row, kind, value) for kind, value in demographics])
-        return StoredVersion(rtype, rid, version, leaf, salt, row, now)
+                    demographics)
+        return stored
 
     def set_ledger_index(self, conn: sqlite3.Connection, row: int, index: int) -> None:
         """Record where the ledger appended a version's leaf (the ledger stage)."""
