@@ -3,7 +3,8 @@
 IG OBX[Observation] rows for SN: SN-1 comparator, SN-2 first number, SN-3 separator or
 suffix, SN-4 second number. ``<>`` (no comparator meaning) and shapes FHIR cannot hold become
 a string; ``n1 - n2`` a Range; ``n1 : n2`` or ``n1 / n2`` a Ratio; ``[comparator] n1`` a
-Quantity with ``comparator`` (``=`` is dropped: it means exactly the value).
+Quantity with ``comparator`` (``=`` is dropped: it means exactly the value). Each number keeps
+the precision it was sent with (:func:`edge.normalize.datatypes.nm.precision`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def structured_numeric(v: Composite, units: Composite | None) -> tuple[str, Any]
     if comparator == "<>" or (n1_text and n1 is None) or (n2_text and n2 is None):
         return ("String", _as_string(v))
     if n1 is not None and not separator and n2 is None:
-        q = quantity(n1, units)
+        q = quantity(n1, units, text=n1_text)
         if comparator in _COMPARATORS:
             q = {"value": q.pop("value"), "comparator": comparator, **q}
         elif comparator not in ("", "="):
@@ -41,8 +42,13 @@ def structured_numeric(v: Composite, units: Composite | None) -> tuple[str, Any]
         return ("Quantity", q)
     if n1 is not None and n2 is not None and not comparator:
         if separator == "-":
-            return ("Range", {"low": quantity(n1, units), "high": quantity(n2, units)})
+            low, high = quantity(n1, units, text=n1_text), quantity(n2, units, text=n2_text)
+            return ("Range", {"low": low, "high": high})
         if separator in (":", "/"):
-            return ("Ratio", {"numerator": quantity(n1, units), "denominator": quantity(n2, units)})
+            numerator = quantity(n1, units, text=n1_text)
+            return (
+                "Ratio",
+                {"numerator": numerator, "denominator": quantity(n2, units, text=n2_text)},
+            )
     text = _as_string(v)
     return ("String", text) if text else None

@@ -1,7 +1,8 @@
 """XCN (extended composite id and name for persons, HL7 v2.5 section 2.A.87) -> Practitioner.
 
 IG XCN[Practitioner]: XCN-1 -> identifier.value with XCN-9 (HD) -> system and XCN-13 ->
-type; XCN-2..7 -> name (family, given, middle, suffix, prefix, degree as suffix). The
+type; XCN-2..7 -> name (family, given, middle, suffix, prefix, degree as suffix), XCN-21
+(professional suffix) -> name.suffix. The
 Practitioner's id comes from its identifier when sent (so every message naming the same
 provider refers to one resource), else from its name within this message.
 """
@@ -21,7 +22,8 @@ __all__ = ["practitioner"]
 def _name(v: Composite) -> dict[str, Any] | None:
     family = v.part(2)[1]
     given = [g for g in (v[3], v[4]) if g]
-    suffix = [s for s in (v[5], v[7]) if s]
+    # XCN-21 professional suffix -> name.suffix (IG XCN[Practitioner] row XCN.21).
+    suffix = list(dict.fromkeys(s for s in (v[5], v[7], v[21]) if s))
     if not (family or given):
         return None
     out: dict[str, Any] = {}

@@ -15,7 +15,8 @@ class MessageMap:
     its OBX are the report's results; otherwise an OBR is an order (ServiceRequest) and its
     OBX are supporting observations. ``document``: OBX segments carry the content of the TXA
     document (MDM). ``requires_patient``: the message is about a patient; without a PID it is
-    rejected rather than converted into resources about no one.
+    rejected rather than converted into resources about no one. ``charges``: FT1 segments are
+    charges to map (DFT): FT1 -> ChargeItem.
     """
 
     name: str
@@ -23,3 +24,4 @@ class MessageMap:
     results: bool = False
     document: bool = False
     requires_patient: bool = True
+    charges: bool = False

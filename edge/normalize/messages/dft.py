@@ -1,7 +1,8 @@
 """DFT (detailed financial transaction, P03).
 
-Its Patient, Encounter, Condition (DG1), Procedure (PR1) and Coverage (IN1); FT1 charges are
-not mapped (ChargeItem is out of scope for the consortium's record).
+Its Patient, Encounter, Condition (DG1), Procedure (PR1) and Coverage (IN1); each FT1 charge
+-> ChargeItem (:mod:`edge.normalize.segments.ft1`: the IG has no FT1 map, so that map is
+ours, from the v2.5.1 field definitions).
 """
 
 from __future__ import annotations
@@ -14,5 +15,6 @@ MAPS = (
     MessageMap(
         name="DFT",
         structures=frozenset({"DFT_P03"}),
+        charges=True,
     ),
 )

@@ -3,7 +3,9 @@ OBR[DiagnosticReport], ORC[ServiceRequest], ORC[DiagnosticReport]).
 
 OBR-2/3 -> identifier (PLAC/FILL); OBR-4 -> code; OBR-7/8 -> effective; OBR-16 -> requester;
 OBR-22 -> issued; OBR-24 -> category (DiagnosticServiceSectionID); OBR-25 -> status
-(ResultStatus[Non-Queries]); OBR-31 -> reasonCode; OBR-32 -> resultsInterpreter.
+(ResultStatus[Non-Queries]); OBR-31 -> reasonCode; OBR-32 -> resultsInterpreter. OBR-15
+(specimen source, when the group has no SPM) -> a Specimen (:func:`close_group`, IG
+``HL7 Segment - FHIR R4_ OBR[Specimen] - Sheet1.csv``).
 
 Ids come from the order numbers (filler, else placer) and OBR-4, so a corrected report
 (OBR-25 ``C``) updates the same DiagnosticReport and ServiceRequest.
@@ -19,25 +21,35 @@ from edge.normalize.conversion import Conversion
 from edge.normalize.datatypes import cx, dtm, ei, xcn
 from edge.normalize.datatypes.cwe import code_from_map, codeable_concept
 from edge.normalize.errors import NormalizeError
+from edge.normalize.segments import spm
 from edge.normalize.segments.orc import apply_orc, order_status
 from edge.normalize.v2 import Composite
 from edge.normalize.validate import REQUIRED_BINDINGS
 
-__all__ = ["OrderGroup", "map_obr", "order_key"]
+__all__ = ["OrderGroup", "close_group", "map_obr", "order_key"]
 
 _REPORT_STATUS: Final = REQUIRED_BINDINGS[("DiagnosticReport", "status")]
 
 
 @dataclass
 class OrderGroup:
-    """One ORC/OBR group while its OBX, SPM and NTE segments are read."""
+    """One ORC/OBR group while its OBX, SPM, PRT, TQ1 and NTE segments are read.
+
+    ``specimens``: references to the group's Specimens (SPM); ``observations``: its OBX
+    Observations; ``collectors``: specimen collectors named by PRT (role ``SC``); ``timed``:
+    a TQ1 was applied. :func:`close_group` finishes the group when the next one starts.
+    """
 
     key: tuple[str, ...]
     orc: Segment | None = None
+    obr: Segment | None = None
     request: dict[str, Any] | None = None
     report: dict[str, Any] | None = None
     effective: str | None = None
     specimens: list[dict[str, str]] = field(default_factory=list)
+    observations: list[dict[str, Any]] = field(default_factory=list)
+    collectors: list[dict[str, str]] = field(default_factory=list)
+    timed: bool = False
 
 
 def order_key(conv: Conversion, obr: Segment | None, orc: Segment | None) -> tuple[str, ...]:
@@ -71,7 +83,7 @@ def map_obr(conv: Conversion, obr: Segment, orc: Segment | None, *, report: bool
         alternate = cx.identifier(v, ctx, conv.loc(obr, 53), warn=conv.warnings)
         if alternate is not None:
             identifiers.append(alternate)
-    group = OrderGroup(key=id_parts, orc=orc)
+    group = OrderGroup(key=id_parts, orc=orc, obr=obr)
     request: dict[str, Any] = {
         "resourceType": "ServiceRequest",
         "id": conv.unique_id("ServiceRequest", *id_parts, *service_code),
@@ -157,3 +169,34 @@ def _subject(conv: Conversion, seg: Segment) -> dict[str, str]:
     if subject is None:
         raise NormalizeError(conv.loc(seg), "no patient for this order (PID missing)")
     return subject
+
+
+def close_group(conv: Conversion, group: OrderGroup) -> None:
+    """Finish an order group once all its segments are read.
+
+    Without an SPM, the Specimen OBR-15 describes (v2.3-2.6 senders) is made and linked from
+    the ServiceRequest, the DiagnosticReport and every Observation of the group (IG
+    ``HL7 Message - FHIR R4_ ORU_R01``: "The OBR specimen data yields one Specimen resource
+    that all Observations generated for the same OBR need to reference"). A specimen
+    collector named by PRT becomes the collector of the group's specimens that have none.
+    """
+    if group.request is None:
+        return
+    if not group.specimens and group.obr is not None:
+        found = spm.specimen_from_obr(
+            conv,
+            group.obr,
+            parent_key=group.key,
+            request=f"ServiceRequest/{group.request['id']}",
+        )
+        if found is not None:
+            group.specimens.append(found)
+            for resource in (group.request, group.report):
+                if resource is not None:
+                    resource.setdefault("specimen", []).append(found)
+            for observation in group.observations:
+                observation.setdefault("specimen", found)
+    if group.collectors:
+        for ref in group.specimens:
+            specimen = conv.resources[("Specimen", ref["reference"].split("/", 1)[1])]
+            specimen.setdefault("collection", {}).setdefault("collector", group.collectors[0])

@@ -83,12 +83,12 @@ def observation_value(conv: Conversion, seg: Segment, value_type: str) -> dict[s
             nm.parse_number(v[1]) if len(v) == 1 or not any(v[i] for i in range(2, 5)) else None
         )
         if number is not None:
-            return {"valueQuantity": nm.quantity(number, units)}
+            return {"valueQuantity": nm.quantity(number, units, text=v[1])}
         match = _COMPARATOR_NM.match(v.text())
         if match is not None:
             parsed = nm.parse_number(match.group(2))
             assert parsed is not None
-            bounded = nm.quantity(parsed, units)
+            bounded = nm.quantity(parsed, units, text=match.group(2))
             return {
                 "valueQuantity": {
                     "value": bounded.pop("value"),
@@ -128,7 +128,12 @@ def observation_value(conv: Conversion, seg: Segment, value_type: str) -> dict[s
         low, high = nm.parse_number(v[1]) if v[1] else None, nm.parse_number(v[2]) if v[2] else None
         if (v[1] and low is None) or (v[2] and high is None):
             raise NormalizeError(path, "NR bounds must be numbers")
-        bounds = {k: {"value": x} for k, x in (("low", low), ("high", high)) if x is not None}
+        bounds: dict[str, Any] = {}
+        for key, number, text in (("low", low, v[1]), ("high", high, v[2])):
+            if number is not None:
+                bound: dict[str, Any] = {}
+                nm.with_precision(bound, "value", number, text)
+                bounds[key] = bound
         return {"valueRange": bounds} if bounds else {}
     if kind in ("ED", "RP"):
         attachment = (
@@ -141,7 +146,8 @@ def observation_value(conv: Conversion, seg: Segment, value_type: str) -> dict[s
         money = v.part(1) if kind == "CP" else v
         amount = nm.parse_number(money[1])
         if amount is not None:
-            quantity: dict[str, Any] = {"value": amount}
+            quantity: dict[str, Any] = {}
+            nm.with_precision(quantity, "value", amount, money[1])
             if money[2]:
                 quantity.update(unit=money[2], system="urn:iso:std:iso:4217", code=money[2])
             return {"valueQuantity": quantity}

@@ -110,7 +110,7 @@ def map_rxa(conv: Conversion, rxa: Segment, orc: Segment | None) -> dict[str, An
     amount = conv.value(rxa, 6)
     number = nm.parse_number(amount) if amount else None
     if number is not None and number != 999:
-        immunization["doseQuantity"] = nm.quantity(number, conv.first(rxa, 7))
+        immunization["doseQuantity"] = nm.quantity(number, conv.first(rxa, 7), text=amount)
     performers = []
     for v in conv.reps(rxa, 10):
         actor = xcn.practitioner(conv, v, conv.loc(rxa, 10))

@@ -87,18 +87,20 @@ def map_rx_order(conv: Conversion, seg: Segment, orc: Segment | None) -> dict[st
         if high_value is not None and high_value != low_value:
             dose: dict[str, Any] = {
                 "doseRange": {
-                    "low": nm.quantity(low_value, unit),
-                    "high": nm.quantity(high_value, unit),
+                    "low": nm.quantity(low_value, unit, text=conv.value(seg, low)),
+                    "high": nm.quantity(high_value, unit, text=conv.value(seg, high)),
                 }
             }
         else:
-            dose = {"doseQuantity": nm.quantity(low_value, unit)}
+            dose = {"doseQuantity": nm.quantity(low_value, unit, text=conv.value(seg, low))}
         request["dosageInstruction"] = [{"doseAndRate": [dose]}]
     amount = conv.value(seg, dispense)
     amount_value = nm.parse_number(amount) if amount else None
     dispense_request: dict[str, Any] = {}
     if amount_value is not None:
-        dispense_request["quantity"] = nm.quantity(amount_value, conv.first(seg, dispense_units))
+        dispense_request["quantity"] = nm.quantity(
+            amount_value, conv.first(seg, dispense_units), text=amount
+        )
     repeats = conv.value(seg, refills)
     if repeats.isdigit():
         dispense_request["numberOfRepeatsAllowed"] = int(repeats)

@@ -13,7 +13,14 @@ from functools import cache
 from importlib import resources
 from typing import Any, NamedTuple
 
-__all__ = ["Concept", "concept", "concept_map_names", "structure_for", "ucum_for"]
+__all__ = [
+    "Concept",
+    "concept",
+    "concept_map_names",
+    "concept_map_table",
+    "structure_for",
+    "ucum_for",
+]
 
 
 class Concept(NamedTuple):
@@ -36,6 +43,12 @@ def _maps() -> dict[str, dict[str, Concept]]:
 
 
 @cache
+def _tables() -> dict[str, str]:
+    raw: dict[str, dict[str, Any]] = _load("concept_maps.json")
+    return {name: str(entry.get("table", "")) for name, entry in raw.items()}
+
+
+@cache
 def _structures() -> dict[str, str]:
     data: dict[str, str] = _load("message_structures.json")
     return data
@@ -49,6 +62,12 @@ def _ucum() -> tuple[frozenset[str], dict[str, str]]:
 
 def concept_map_names() -> list[str]:
     return sorted(_maps())
+
+
+def concept_map_table(map_name: str) -> str:
+    """The v2 table a concept map's codes come from (``"HL70487"``), ``""`` when the IG's map
+    names none. Raises ``KeyError`` for an unknown map name."""
+    return _tables()[map_name]
 
 
 def concept(map_name: str, code: str) -> Concept | None:

@@ -7,6 +7,7 @@ people, ids and values are made up. The facility's zone is America/Chicago: CDT 
 
 from __future__ import annotations
 
+import json
 import pickle
 import uuid
 from typing import Any
@@ -21,7 +22,7 @@ from edge.normalize import NormalizeContext, NormalizeError, UnsupportedMessage
 from edge.normalize.astm import normalize_astm
 from edge.normalize.conversion import Conversion
 from edge.normalize.result import NormalizedMessage
-from edge.processing.worker import Failed, convert
+from edge.processing.worker import Converted, Failed, convert
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -476,9 +477,13 @@ def test_device_profile_survives_pickling_into_workers(ctx: NormalizeContext) ->
     assert profile == SYSMEX and profile.units["PLT"] == "10*3/uL"
     with pytest.raises(TypeError):
         profile.units["X"] = "y"  # type: ignore[index]
-    outcome = convert(CBC, "astm", pickle.loads(pickle.dumps(ctx)), profile)
-    assert isinstance(outcome, NormalizedMessage)
-    assert quantity(by_code(outcome)["PLT"])[2] == "10*3/uL"
+    outcome = pickle.loads(pickle.dumps(convert(CBC, "astm", pickle.loads(pickle.dumps(ctx)),
+                                                profile)))
+    assert isinstance(outcome, Converted)
+    stored = [json.loads(r.canonical(1, "2024-01-01T00:00:00.000Z")) for r in outcome.records]
+    observations = {o["code"]["coding"][-1]["code"]: o for o in stored
+                    if o["resourceType"] == "Observation"}
+    assert quantity(observations["PLT"])[2] == "10*3/uL"
 
 
 def test_repr_and_errors_hold_no_phi(ctx: NormalizeContext) -> None:
