@@ -63,6 +63,10 @@ class IndexKind(StrEnum):
     MESSAGE = "message"  # a raw message's bytes: inbox duplicate detection
 
 
+# What every input of a kind starts with: the domain label, the kind, a separator.
+_KIND_PREFIXES = {kind: _DOMAIN + kind.value.encode("ascii") + b"\x00" for kind in IndexKind}
+
+
 def normalize_identifier(
     system: str, value: str, kind: str = IndexKind.IDENTIFIER
 ) -> tuple[str, str]:
@@ -155,7 +159,7 @@ class BlindIndexer:
         self.key_id = key.key_id
 
     def _digest(self, kind: IndexKind, *fields: str) -> bytes:
-        parts = [_DOMAIN, kind.value.encode("ascii"), b"\x00"]
+        parts = [_KIND_PREFIXES[kind]]
         for field in fields:
             raw = field.encode("utf-8")
             parts.append(_U32.pack(len(raw)))
@@ -189,9 +193,7 @@ class BlindIndexer:
     def fingerprint(self, data: bytes) -> bytes:
         """Keyed hash of raw bytes (inbox duplicate detection): equal bytes, equal digest,
         and nothing to test a guessed message against without the index key."""
-        mac = hmac.new(
-            self._material, _DOMAIN + IndexKind.MESSAGE.value.encode() + b"\x00", "sha256"
-        )
+        mac = hmac.new(self._material, _KIND_PREFIXES[IndexKind.MESSAGE], "sha256")
         mac.update(data)
         return mac.digest()
 

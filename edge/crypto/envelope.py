@@ -40,6 +40,8 @@ _AAD_DOMAIN = b"hie-edge/aad/v1\x00"
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
+# Domain, table length and table of each table seen: the same bytes for every row of a table.
+_TABLE_PREFIXES: dict[str, bytes] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,23 +61,18 @@ class AAD:
     version: int
 
     def encode(self) -> bytes:
-        table = self.table.encode("utf-8")
+        prefix = _TABLE_PREFIXES.get(self.table)
+        if prefix is None:
+            table = self.table.encode("utf-8")
+            if len(table) > 0xFFFF:
+                raise CryptoError(f"AAD out of range: table {len(table)} bytes (max 65535)")
+            prefix = _TABLE_PREFIXES[self.table] = _AAD_DOMAIN + _U16.pack(len(table)) + table
         row = self.row_id.encode("utf-8")
         try:
-            return b"".join(
-                (
-                    _AAD_DOMAIN,
-                    _U16.pack(len(table)),
-                    table,
-                    _U32.pack(len(row)),
-                    row,
-                    _U64.pack(self.version),
-                )
-            )
+            return prefix + _U32.pack(len(row)) + row + _U64.pack(self.version)
         except struct.error:
-            raise CryptoError(
-                f"AAD out of range: table {len(table)} bytes (max 65535), version must be 0..2^64-1"
-            ) from None
+            raise CryptoError("AAD out of range: row id over 4 GiB or version not 0..2^64-1"
+                              ) from None
 
     def describe(self) -> str:
         """For error messages: ``table 'x' row 'y' version n``."""

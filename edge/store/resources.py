@@ -77,7 +77,9 @@ def fhir_instant(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+# Not frozen: a frozen dataclass's __init__ costs ~2 µs more (object.__setattr__ per field),
+# and one of each is made per resource written or read.
+@dataclass(slots=True, repr=False)
 class StoredVersion:
     """What :meth:`ResourceStore.put` wrote. ``salt`` is secret (it is what keeps the
     public leaf hash from being tested against guesses): hand it only to the ledger stage."""
@@ -95,7 +97,7 @@ class StoredVersion:
         return f"StoredVersion({self.type}/{self.id}/_history/{self.version}, row={self.row})"
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(slots=True, repr=False)
 class ResourceVersion:
     """A verified, decrypted resource version. ``repr`` shows no content."""
 

@@ -73,8 +73,9 @@ def test_canonical_json_equals_rfc8785(value: object) -> None:
 
 # Floats at the edges of the layouts Python's repr and ECMAScript's Number::toString share.
 _EDGE_FLOATS = [0.5, -0.5, 123.456, 1 / 3, 13.0, -0.0, 0.0, 1e-4, -1e-4, 9.999999999999999e-05,
-                1e-5, 1e-6, 1e-7, 5e-324, 2.0**52 + 0.5, 2.0**52 - 0.5, 1e15 + 0.25, 1e16,
-                1e21, 1e22, 1.7976931348623157e308, 0.1 + 0.2]
+                1e-5, 1e-6, 1e-7, 5e-324, 2.0**52 + 0.5, 2.0**52 - 0.5, 1e15 + 0.25, 1e15,
+                1e16, 2.0**53 - 1, 2.0**53, 2.0**60, -(2.0**53 - 1), 1e21, 1e22,
+                1.7976931348623157e308, 0.1 + 0.2]
 
 
 @pytest.mark.parametrize("value", _EDGE_FLOATS, ids=repr)
@@ -84,10 +85,10 @@ def test_canonical_json_of_edge_floats_equals_rfc8785(value: float) -> None:
 
 
 def test_typical_result_values_take_the_fast_path() -> None:
-    from ledger_client.leaf import _json_equals_jcs
+    from ledger_client.leaf import _json_layout, _Layout
 
-    assert _json_equals_jcs({"valueQuantity": {"value": 13.5}, "low": 0.0001})
-    # Integral floats and exponent layouts go through rfc8785.
-    assert not _json_equals_jcs({"value": 13.0})
-    assert not _json_equals_jcs({"value": 1e-5})
-    assert not _json_equals_jcs({"value": float("inf")})
+    assert _json_layout({"valueQuantity": {"value": 13.5}, "low": 0.0001}) is _Layout.AS_IS
+    assert _json_layout({"low": {"value": 12.0}, "n": [3]}) is _Layout.INTEGRAL_FLOATS
+    # Exponent layouts, unsafe integers and non-finite values go through rfc8785.
+    for value in (1e-5, 2.0**53, float("inf"), float("nan"), 2**60):
+        assert _json_layout({"value": value}) is _Layout.RFC8785
