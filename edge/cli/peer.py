@@ -1,7 +1,9 @@
 """``hie-edge peer query --patient SYSTEM|VALUE --purpose P [--peer ID ... | --all]``: ask
 members for a patient's records and verify every one against the ledger (see
 :mod:`edge.peer.query`). Exit 0 when every record that came back verified, 1 when any failed
-verification, 69 when no member could be asked."""
+verification, 69 when no member could be asked. A member that could not be asked, or went
+away mid-answer, is in the report with its status and reason (an unfinished answer verifies
+nothing); it alone does not change the exit status unless no member answered at all."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -37,10 +38,12 @@ from edge.peer.context import issue_context
 from edge.peer.directory import Peer
 from ledger_client.backends.base import LedgerBackend
 from ledger_client.checkpoint import open_checkpoint
-from ledger_client.errors import LedgerError
+from ledger_client.errors import BackendUnavailable, CheckpointError, LedgerError
 from ledger_client.receipt import Receipt, verify_receipt
 
 Status = Literal["ok", "not-found", "denied", "refused", "error", "unavailable", "timeout"]
+log = logging.getLogger(__name__)
+
 _PAGE = 100
 _MAX_PAGES = 1000
 
@@ -99,7 +102,9 @@ class Credentials:
 class RootSource(Protocol):
     async def root(self, peer: Peer, tree_size: int, client: PeerClient) -> bytes | None:
         """The root ``peer`` anchored at ``tree_size``, obtained independently; None when
-        there is none. Raises PeerUnavailable/LedgerError when it cannot be asked."""
+        there is none. Raises LedgerError when the anchor cannot be obtained (that record is
+        ``anchor-unavailable``) and PeerUnavailable when the member itself cannot be asked
+        (its whole answer is then incomplete)."""
 
 
 class CheckpointRoots:
@@ -114,12 +119,20 @@ class CheckpointRoots:
         if key not in self._cache:
             reply = await client.get(f"{peer.url}/ledger/checkpoints/{tree_size}",
                                      accept="text/plain")
+            if not peer.matches(reply.server_cert or b""):
+                raise PeerUnavailable("server certificate is not this member's")
             if reply.status == 404:
                 self._cache[key] = None
-            elif reply.status != 200 or not peer.matches(reply.server_cert or b""):
-                raise PeerUnavailable(f"checkpoint http-{reply.status}")
+            elif reply.status != 200:
+                # The member answered but cannot show its checkpoint: the records' anchors
+                # are unavailable (per record), the member itself is not.
+                raise BackendUnavailable(f"checkpoint http-{reply.status}")
             else:
-                checkpoint = open_checkpoint(reply.body.decode("utf-8"), peer.verifier)
+                try:
+                    text = reply.body.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise CheckpointError("checkpoint note is not UTF-8") from None
+                checkpoint = open_checkpoint(text, peer.verifier)
                 self._cache[key] = (checkpoint.root_hash
                                     if checkpoint.tree_size == tree_size else None)
         return self._cache[key]
@@ -138,10 +151,13 @@ class LedgerRoots:
 
 async def _verify_entry(entry: Mapping[str, Any], peer: Peer, client: PeerClient,
                         roots: RootSource) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
+    """Check one entry's receipt. Raises :class:`PeerUnavailable` only when the member
+    itself cannot be asked for its checkpoint (it went away: the whole answer is then
+    incomplete, not this one record unverifiable)."""
     resource = entry.get("resource")
     if not isinstance(resource, dict):
         return None, ("no-resource",)
-    extensions = {e.get("url"): e for e in entry.get("extension", []) if isinstance(e, dict)}
+    extensions = {e.get("url"): e for e in _dicts(entry.get("extension"))}
     if RECEIPT_PENDING_EXTENSION in extensions:
         return resource, ("not-anchored-yet",)
     ext = extensions.get(RECEIPT_EXTENSION)
@@ -155,7 +171,7 @@ async def _verify_entry(entry: Mapping[str, Any], peer: Peer, client: PeerClient
         return resource, ("wrong-facility",)
     try:
         root = await roots.root(peer, receipt.tree_size, client)
-    except (PeerUnavailable, LedgerError):
+    except LedgerError:
         return resource, ("anchor-unavailable",)
     return resource, verify_receipt(resource, receipt, root).problems
 
@@ -166,63 +182,125 @@ def _label(resource: Mapping[str, Any] | None) -> str:
     return f"{resource.get('resourceType', '?')}/{resource.get('id', '?')}"
 
 
-async def query_peer(peer: Peer, spec: QuerySpec, *, client: PeerClient, creds: Credentials,
-                     roots: RootSource) -> PeerOutcome:
-    """Ask one member; never raises for the member's fault (it is in the outcome)."""
-    outcome = PeerOutcome(peer.id)
+def _dicts(value: object) -> list[dict[str, Any]]:
+    """The objects of a JSON array (anything else: none). A member's answer is untrusted
+    input: a wrong shape must end in a reported outcome, never in an exception."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+class _Malformed(Exception):
+    """A 200 answer that is not a FHIR Bundle (JSON object): the member's fault."""
+
+
+def _bundle(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        raise _Malformed
+    return body
+
+
+def _next_link(page: Mapping[str, Any]) -> str | None:
+    nxt = next((link.get("url") for link in _dicts(page.get("link"))
+                if link.get("relation") == "next"), None)
+    return nxt if isinstance(nxt, str) else None
+
+
+def _incomplete(outcome: PeerOutcome, status: Status, reason: str) -> None:
+    """End ``outcome`` as failed with ``reason``. An answer that did not finish verifies
+    nothing: records from its earlier pages are dropped (``verified`` 0, no ``records``), so
+    a partial chart is never shown as the member's verified records -- a missing page could
+    hold the allergy that matters. ``found`` keeps what arrived, and receipt failures seen
+    before the cut are kept: they are evidence about the member whatever came after."""
+    outcome.status = status
+    outcome.detail = reason
+    if outcome.found:
+        outcome.detail += (f" after {outcome.found} entries (incomplete answer: none counted "
+                           "as verified)")
+    outcome.verified = 0
+    outcome.records.clear()
+
+
+async def _ask(outcome: PeerOutcome, peer: Peer, spec: QuerySpec, *, client: PeerClient,
+               creds: Credentials, roots: RootSource) -> None:
+    """Fill ``outcome`` with what ``peer`` answers, entry by entry as pages arrive (so a
+    caller that gives up on a deadline still knows how far it got). Raises
+    :class:`PeerUnavailable` and :class:`_Malformed`; the caller decides the status."""
+
+    def token() -> str:  # a fresh request context (new jti) for every request sent
+        return issue_context(creds.key, issuer=creds.facility, audience=peer.id,
+                             practitioner=spec.practitioner, role=spec.role,
+                             purpose=spec.purpose, cert_thumbprint=creds.thumbprint,
+                             reason=spec.reason, lifetime_s=creds.lifetime_s)
 
     async def get(url: str) -> tuple[int, Any]:
-        token = issue_context(creds.key, issuer=creds.facility, audience=peer.id,
-                              practitioner=spec.practitioner, role=spec.role,
-                              purpose=spec.purpose, cert_thumbprint=creds.thumbprint,
-                              reason=spec.reason, lifetime_s=creds.lifetime_s)
         reply = await client.get(url, token=token)
         if not peer.matches(reply.server_cert or b""):
             raise PeerUnavailable("server certificate is not this member's")
         try:
             return reply.status, json.loads(reply.body) if reply.body else None
         except ValueError:
+            if reply.status == 200:  # a 200 must carry the Bundle; an error body may be text
+                raise _Malformed from None
             return reply.status, None
 
     def refused(status: int) -> bool:
         if status == 200:
             return False
-        outcome.status = "denied" if status == 403 else "refused" if status == 401 else "error"
-        outcome.detail = f"http-{status}"
+        _incomplete(outcome, "denied" if status == 403 else "refused" if status == 401
+                    else "error", f"http-{status}")
         return True
 
+    status, body = await get(f"{peer.url}/Patient?identifier={quote(spec.patient)}")
+    if refused(status):
+        return
+    entries = _dicts(_bundle(body).get("entry"))
+    if not entries:
+        outcome.status = "not-found"
+        return
+    match = entries[0].get("resource")
+    patient_id = str(match.get("id", "")) if isinstance(match, dict) else ""
+    url: str | None = (f"{peer.url}/Patient/{quote(patient_id, safe='')}/$everything"
+                       f"?_count={_PAGE}")
+    for _ in range(_MAX_PAGES):
+        if url is None:
+            return
+        status, body = await get(url)
+        if refused(status):  # e.g. revoked between two pages
+            return
+        page = _bundle(body)
+        for entry in _dicts(page.get("entry")):
+            outcome.found += 1
+            resource, problems = await _verify_entry(entry, peer, client, roots)
+            if problems:
+                outcome.failures.append(EntryFailure(_label(resource), problems))
+            else:
+                outcome.verified += 1
+                assert resource is not None
+                outcome.records.append(resource)
+        nxt = _next_link(page)
+        # Follow only links back to the same member.
+        url = nxt if nxt is not None and _same_origin(nxt, peer.url) else None
+    if url is not None:
+        _incomplete(outcome, "error", f"more than {_MAX_PAGES} pages")
+
+
+def _unavailable(outcome: PeerOutcome, exc: PeerUnavailable) -> None:
+    # A request that ran out of time is a timeout whichever deadline hit first: the
+    # client's per-request one or query_peers' overall one.
+    _incomplete(outcome, "timeout" if exc.kind == "timeout" else "unavailable", exc.kind)
+
+
+async def query_peer(peer: Peer, spec: QuerySpec, *, client: PeerClient, creds: Credentials,
+                     roots: RootSource) -> PeerOutcome:
+    """Ask one member; never raises for the member's fault (it is in the outcome). A member
+    that goes away mid-answer (connection lost, reset, cut-off body, timeout) is
+    ``unavailable`` or ``timeout`` with nothing counted as verified (:func:`_incomplete`)."""
+    outcome = PeerOutcome(peer.id)
     try:
-        status, bundle = await get(f"{peer.url}/Patient?identifier={quote(spec.patient)}")
-        if refused(status):
-            return outcome
-        entries = bundle.get("entry", []) if isinstance(bundle, dict) else []
-        if not entries:
-            outcome.status = "not-found"
-            return outcome
-        patient_id = str(entries[0].get("resource", {}).get("id", ""))
-        url: str | None = (f"{peer.url}/Patient/{quote(patient_id, safe='')}/$everything"
-                           f"?_count={_PAGE}")
-        for _ in range(_MAX_PAGES):
-            if url is None:
-                break
-            status, page = await get(url)
-            if refused(status):  # e.g. revoked between two pages
-                return outcome
-            for entry in page.get("entry", []) if isinstance(page, dict) else []:
-                outcome.found += 1
-                resource, problems = await _verify_entry(entry, peer, client, roots)
-                if problems:
-                    outcome.failures.append(EntryFailure(_label(resource), problems))
-                else:
-                    outcome.verified += 1
-                    assert resource is not None
-                    outcome.records.append(resource)
-            nxt = next((link.get("url") for link in page.get("link", [])
-                        if link.get("relation") == "next"), None)
-            # Follow only links back to the same member.
-            url = nxt if isinstance(nxt, str) and _same_origin(nxt, peer.url) else None
+        await _ask(outcome, peer, spec, client=client, creds=creds, roots=roots)
     except PeerUnavailable as exc:
-        outcome.status, outcome.detail = "unavailable", exc.kind
+        _unavailable(outcome, exc)
+    except _Malformed:
+        _incomplete(outcome, "error", "malformed answer (not a FHIR Bundle)")
     return outcome
 
 
@@ -236,13 +314,26 @@ def _same_origin(url: str, base: str) -> bool:
 async def query_peers(peers: Sequence[Peer], spec: QuerySpec, *, client: PeerClient,
                       creds: Credentials, roots: RootSource,
                       timeout_s: float) -> list[PeerOutcome]:
-    """Ask every member in ``peers`` at once; each gets ``timeout_s`` in all."""
+    """Ask every member in ``peers`` at once; each gets ``timeout_s`` in all. One member's
+    failure -- even a bug of ours in handling its answer -- never costs the others theirs:
+    every member gets an outcome."""
 
     async def one(peer: Peer) -> PeerOutcome:
+        outcome = PeerOutcome(peer.id)
         try:
-            return await asyncio.wait_for(
-                query_peer(peer, spec, client=client, creds=creds, roots=roots), timeout_s)
+            await asyncio.wait_for(
+                _ask(outcome, peer, spec, client=client, creds=creds, roots=roots), timeout_s)
         except TimeoutError:
-            return PeerOutcome(peer.id, "timeout", detail=f"no answer within {timeout_s:g} s")
+            _incomplete(outcome, "timeout", f"no complete answer within {timeout_s:g} s")
+        except PeerUnavailable as exc:
+            _unavailable(outcome, exc)
+        except _Malformed:
+            _incomplete(outcome, "error", "malformed answer (not a FHIR Bundle)")
+        except Exception as exc:  # noqa: BLE001 -- see the docstring; logged, not hidden
+            # The type name only: a message could quote the member's data.
+            log.error("peer query failed", extra={"fields": {
+                "peer": peer.id, "error": type(exc).__name__}})
+            _incomplete(outcome, "error", f"internal error ({type(exc).__name__})")
+        return outcome
 
     return list(await asyncio.gather(*(one(peer) for peer in peers)))
