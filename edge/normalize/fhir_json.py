@@ -73,8 +73,9 @@ UPSTREAM_EXTENSION: Final = "urn:hie-edge:fhir:upstream-version"
 PATIENT_ELEMENTS: Final = ("subject", "patient", "beneficiary")
 # Resource types the API accepts and serves (listed in the CapabilityStatement).
 SUPPORTED_TYPES: Final = (
-    "AllergyIntolerance", "Appointment", "Condition", "Coverage", "DiagnosticReport",
-    "DocumentReference", "Encounter", "Immunization", "Location", "MedicationRequest",
+    "AllergyIntolerance", "Appointment", "ChargeItem", "Condition", "Coverage", "Device",
+    "DiagnosticReport", "DocumentReference", "Encounter", "Immunization", "Location",
+    "MedicationRequest",
     "Observation", "Organization", "Patient", "Practitioner", "PractitionerRole", "Procedure",
     "RelatedPerson", "ServiceRequest", "Specimen",
 )

@@ -97,6 +97,10 @@ async def test_metadata_lists_what_is_supported(fhir: RunningDaemon,
     assert params == {"_id", "identifier", "_lastUpdated", "patient", "subject", "code",
                       "category", "status", "date"}
     assert "export" not in json.dumps(rest.get("operation", []))  # we do not offer $export
+    # Every type the HL7 v2 maps store can be read back, ChargeItem (FT1) and Device (PRT) too.
+    charge_caps = next(r for r in rest["resource"] if r["type"] == "ChargeItem")
+    assert {"patient", "code", "occurrence"} <= {p["name"] for p in charge_caps["searchParam"]}
+    assert any(r["type"] == "Device" for r in rest["resource"])
 
 
 async def test_fhirpy_create_update_search_and_transaction(fhir: RunningDaemon) -> None:
