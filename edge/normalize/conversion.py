@@ -13,12 +13,13 @@ corrects.
 from __future__ import annotations
 
 import uuid
+from hashlib import sha1
 from typing import Any, Final
 from urllib.parse import quote
 
 from edge.er7 import Message, Segment
 from edge.normalize.context import NormalizeContext
-from edge.normalize.v2 import Composite, repetitions, split_repetitions
+from edge.normalize.v2 import Composite, repetitions
 
 __all__ = ["Conversion", "Resource"]
 
@@ -27,6 +28,20 @@ Resource = dict[str, Any]
 
 DATA_ABSENT_REASON: Final = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 _NAMESPACE: Final = uuid.UUID("5a0f1d64-8a43-5bd8-9b77-3f6c1e0c2a71")
+_NAMESPACE_BYTES: Final = _NAMESPACE.bytes
+_NULL: Final = '""'
+
+
+def _uuid5(name: str) -> str:
+    """``str(uuid.uuid5(_NAMESPACE, name))`` without the UUID object (RFC 4122 section 4.3:
+    SHA-1 of namespace and name, version 5 in the high nibble of octet 6, variant ``10`` in
+    the top bits of octet 8). SHA-1 here is a name-based id, not a security function."""
+    hashed = sha1(_NAMESPACE_BYTES + name.encode("utf-8"), usedforsecurity=False)
+    digest = bytearray(hashed.digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class Conversion:
@@ -54,7 +69,12 @@ class Conversion:
             counts[seg_id] = counts.get(seg_id, 0) + 1
             self._occurrence[i] = counts[seg_id]
         self._id_counts: dict[str, int] = {}
-        self._reps: dict[tuple[int, int], list[Composite]] = {}
+        # Per segment (by index): field number -> its non-empty repetitions (see reps()).
+        self._reps: list[dict[int, list[Composite]]] = [{} for _ in self._occurrence]
+        # The separators as plain strings: reading a NamedTuple field costs a property call,
+        # and reps() runs for every field every mapper reads.
+        self._repetition_sep = self.delimiters.repetition
+        self._component_sep = self.delimiters.component
 
     # -- locations -------------------------------------------------------------------------
 
@@ -72,24 +92,50 @@ class Conversion:
 
     def reps(self, segment: Segment, n: int) -> list[Composite]:
         """The non-empty repetitions of field ``n`` (cached: mappers read fields repeatedly)."""
-        key = (segment.index, n)
-        found = self._reps.get(key)
-        if found is None:
-            if segment.id == "MSH" and n <= 2:
-                found = repetitions(segment.field(n), self.delimiters, self.codec)
-            else:
-                found = split_repetitions(segment.raw_field(n), self.delimiters, self.codec)
-            self._reps[key] = found
+        found = self._reps[segment.index].get(n)
+        return self._split_field(segment, n) if found is None else found
+
+    def _split_field(self, segment: Segment, n: int) -> list[Composite]:
+        """:func:`edge.normalize.v2.split_repetitions` of field ``n``, cached.
+
+        Inlined here with its common cases first (an empty field; one repetition of one
+        component): the same composites with fewer calls, as every mapper read comes here.
+        """
+        if n < 1:
+            raise ValueError("HL7 field numbers are 1-based")
+        fields = segment.fields
+        raw = fields[n] if n < len(fields) else ""
+        found: list[Composite]
+        if not raw or raw == _NULL:
+            found = []
+        elif n <= 2 and segment.id == "MSH":  # MSH-1, MSH-2 are atomic (2.14.9.1-2)
+            found = repetitions(segment.field(n), self.delimiters, self.codec)
+        elif self._repetition_sep not in raw:
+            value = Composite(raw, 0, self.delimiters, self.codec)
+            # One component that is not the null is a non-empty value (Composite.__bool__).
+            found = [value] if self._component_sep not in raw or value else []
+        else:
+            found = []
+            for rep in raw.split(self._repetition_sep):
+                if rep and rep != _NULL:
+                    value = Composite(rep, 0, self.delimiters, self.codec)
+                    if self._component_sep not in rep or value:
+                        found.append(value)
+        self._reps[segment.index][n] = found
         return found
 
     def first(self, segment: Segment, n: int) -> Composite | None:
-        found = self.reps(segment, n)
+        found = self._reps[segment.index].get(n)
+        if found is None:
+            found = self._split_field(segment, n)
         return found[0] if found else None
 
     def value(self, segment: Segment, n: int, c: int = 1) -> str:
         """Component ``c`` of the first repetition of field ``n``, unescaped and stripped."""
-        value = self.first(segment, n)
-        return value[c] if value is not None else ""
+        found = self._reps[segment.index].get(n)
+        if found is None:
+            found = self._split_field(segment, n)
+        return found[0][c] if found else ""
 
     def text(self, segment: Segment, n: int) -> str:
         """Field ``n`` (first repetition) as one text, for ST/TX/FT fields."""
@@ -100,8 +146,7 @@ class Conversion:
 
     def make_id(self, resource_type: str, *parts: str) -> str:
         """A deterministic id: UUIDv5 of facility, resource type and the source identifiers."""
-        name = "\x1f".join((self.ctx.facility_id, resource_type, *parts))
-        return str(uuid.uuid5(_NAMESPACE, name))
+        return _uuid5("\x1f".join((self.ctx.facility_id, resource_type, *parts)))
 
     def message_scoped_id(self, resource_type: str, *parts: str) -> str:
         """An id for a record with no source identifier: scoped to this message (MSH-10)."""

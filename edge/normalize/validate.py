@@ -14,6 +14,12 @@ Two resources of one shape differ only in values the format class already says t
 would accept or reject alike (a ``code`` needs no leading/trailing or double whitespace, an
 ``id``/``uri`` no whitespace, a ``date``/``dateTime``/``instant`` its pattern), so a shape that
 validated once validates again; every resource still gets :func:`own_checks`.
+
+Every resource is walked (for the signature and our checks), so the walk is written twice:
+:func:`_scan` is the reference, which names the path that fails, and ``_fast_signature`` the
+one that runs, with the same checks in fewer Python operations; when it finds a failure the
+reference runs to raise the error. Tests hold the two to the same verdicts and to signatures
+that group resources alike (tests/edge/normalize/test_validate_walk.py).
 """
 
 from __future__ import annotations
@@ -255,7 +261,8 @@ def _scalar_class(value: Any) -> str:
 def own_checks(resource: dict[str, Any]) -> None:
     """The checks the R4B models do not make; raises :class:`NormalizeError` (FHIR path)."""
     _resource_bindings(resource)
-    _scan(resource, resource, "", None)
+    if _fast_signature(resource) is None:
+        _scan(resource, resource, "", None)  # raises, naming the path
 
 
 def _resource_bindings(resource: dict[str, Any]) -> None:
@@ -282,6 +289,152 @@ def _string_class(value: str) -> str:
     if " " not in value:
         return "U"
     return "C" if _CODE_LIKE.match(value) else "S"
+
+
+# -- the fast walk ----------------------------------------------------------------------------
+#
+# ``_scan`` above is the reference: it names the first failing path. Every resource is walked,
+# so the walk is the hot path of shape mode (issue 4). ``_fast_signature`` makes the same
+# checks in fewer Python operations and signals only *that* one failed (``_Failed``); the
+# caller then runs ``_scan`` for the error. Its signature carries the same information as
+# ``shape``'s in another spelling: an object's member names are one token, looked up once per
+# distinct set of names (with whether it holds identifiers), followed by one token per value;
+# the string classes are inlined, the four date/time patterns combined into one.
+
+
+class _Failed(Exception):
+    """A check failed somewhere in the fast walk (which one: ask :func:`_scan`)."""
+
+
+# The four date/time classes in _string_class's order: alternation tries them in turn, each
+# anchored as the separate patterns are (``^...$``), and ``lastgroup`` names the one that matched.
+_DIGITAL_CLASS: Final = re.compile(
+    r"^(?:(?P<I>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2}))"
+    r"|(?P<Y>\d{4}(?:-\d{2}(?:-\d{2})?)?)"
+    r"|(?P<D>\d{4}(?:-\d{2}(?:-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2}))?)?)?)"
+    r"|(?P<T>\d{2}:\d{2}:\d{2}(?:\.\d+)?))$"
+).match
+_IDENTIFIER_KEYS: Final = ("identifier", "masterIdentifier")
+# parent element -> {child element: allowed codes}, from the "*" entries of REQUIRED_BINDINGS.
+_CHILD_BINDINGS: Final[dict[str, dict[str, frozenset[str]]]] = {}
+for _path, _codes in _NESTED_BINDINGS.items():
+    _parent, _, _child = _path.rpartition(".")
+    _CHILD_BINDINGS.setdefault(_parent, {})[_child] = _codes
+# member names of an object -> (its signature token, the identifier members it has). Element
+# names only (never values); bounded like the shape set.
+_PLANS: Final[dict[tuple[str, ...], tuple[str, tuple[str, ...]]]] = {}
+
+
+def _plan(keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    # "{" then the names: a value token is one class letter, "{..." or "[", so the signature
+    # reads back unambiguously (the names say how many value tokens follow).
+    plan = ("{" + "\x1e".join(keys), tuple(k for k in _IDENTIFIER_KEYS if k in keys))
+    if len(_PLANS) < _MAX_SHAPES:
+        _PLANS[keys] = plan
+    return plan
+
+
+def _fast_class(value: str) -> str:
+    """:func:`_string_class`, with the date/time patterns combined."""
+    if not value:
+        return "E"
+    if value[0].isdigit():
+        found = _DIGITAL_CLASS(value)
+        if found is not None:
+            return found.lastgroup  # type: ignore[return-value]  # one named group matched
+    if not value.isprintable() or value != value.strip():
+        return "S"
+    if " " not in value:
+        return "U"
+    # Printable and stripped: its only whitespace is U+0020, so _CODE_LIKE is "no double space".
+    return "S" if "  " in value else "C"
+
+
+def _check_identifiers(node: dict[str, Any], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        idents = node[key]
+        for ident in idents if type(idents) is list else (idents,):
+            system = ident.get("system") if type(ident) is dict else None
+            if system is not None and not _ABSOLUTE_URI.match(system):
+                raise _Failed
+
+
+def _fast_dict(node: dict[str, Any], parent: str, out: list[str]) -> None:
+    keys = tuple(node)
+    plan = _PLANS.get(keys) or _plan(keys)
+    append = out.append
+    append(plan[0])
+    if plan[1]:
+        _check_identifiers(node, plan[1])
+    bindings = _CHILD_BINDINGS.get(parent)
+    if bindings is not None:
+        for key, codes in bindings.items():
+            value = node.get(key)
+            if type(value) is str and value not in codes:
+                raise _Failed
+    for key, value in node.items():
+        kind = type(value)
+        if kind is str:
+            # _fast_class inlined: this runs for every string of every resource.
+            if not value:
+                append("E")
+            elif value[0].isdigit() and (found := _DIGITAL_CLASS(value)) is not None:
+                append(found.lastgroup)  # type: ignore[arg-type]
+            elif not value.isprintable() or value != value.strip():
+                append("S")
+            elif " " not in value:
+                append("U")
+            else:
+                append("S" if "  " in value else "C")
+        elif kind is dict:
+            if not value:
+                raise _Failed
+            _fast_dict(value, key, out)
+        elif kind is list:
+            if not value:
+                raise _Failed
+            _fast_list(value, key, out)
+        elif value is None:
+            raise _Failed
+        else:
+            append(_scalar_class(value))
+
+
+def _fast_list(node: list[Any], parent: str, out: list[str]) -> None:
+    # As _scan: a list's shape is the set of its items' shapes (first-seen order); items are
+    # not checked for emptiness or null (their elements are, where they are object members).
+    tokens: dict[str, None] = {}
+    for item in node:
+        kind = type(item)
+        if kind is dict:
+            sub: list[str] = []
+            _fast_dict(item, parent, sub)
+            tokens["\x1f".join(sub)] = None
+        elif kind is str:
+            tokens[_fast_class(item)] = None
+        elif kind is list:
+            sub = []
+            _fast_list(item, parent, sub)
+            tokens["\x1f".join(sub)] = None
+        else:
+            tokens[_scalar_class(item)] = None
+    out.append("[")
+    out.extend(tokens)
+    out.append("]")
+
+
+def _fast_signature(resource: dict[str, Any]) -> str | None:
+    """The shape signature (fast spelling), or ``None`` when one of our checks fails.
+
+    Does not check the resource-level bindings (:func:`_resource_bindings`)."""
+    out: list[str] = []
+    try:
+        _fast_dict(resource, "", out)
+    except (_Failed, TypeError, AttributeError):
+        # TypeError/AttributeError: a non-JSON value (not something we emit); the reference
+        # walk decides what that is.
+        return None
+    return "\x1f".join(out)
 
 
 def shape(resource: dict[str, Any]) -> str:
@@ -324,8 +477,15 @@ class Validator:
                 return
         signature = None
         if self.mode == "shape":
-            signature = shape(resource)  # our own checks run in the same walk
-            if signature in self._valid_shapes:
+            # Our own checks run in the same walk; when one fails, the reference walk
+            # (shape) runs to raise the error naming the path.
+            _resource_bindings(resource)
+            signature = _fast_signature(resource)
+            if signature is None:
+                # Raises the error naming the path; should it not, the models decide (and
+                # the shape is not remembered).
+                shape(resource)
+            elif signature in self._valid_shapes:
                 return
         self._model_validate(resource)
         if signature is not None and len(self._valid_shapes) < _MAX_SHAPES:
