@@ -169,6 +169,23 @@ class MerkleLog:
             raise LogError(f"leaf index {index} outside a tree of size {size}")
         return self._hash_ranges(inclusion_ranges(index, size))
 
+    def inclusion_proofs(self, indexes: Sequence[int], size: int) -> list[list[bytes]]:
+        """``inclusion_proof(i, size)`` for each ``i`` in ``indexes``, in that order, built
+        from one read of the stored subtrees: many leaves of one tree share most of their
+        audit path (every path ends in the same few subtrees near the root), so each stored
+        subtree is read once, and each range hash is computed once, however many proofs
+        name it. Raises LogError like ``inclusion_proof`` for a size or index outside the
+        log (before any proof is built)."""
+        self._check_size(size)
+        for index in indexes:
+            if not 0 <= index < size:
+                raise LogError(f"leaf index {index} outside a tree of size {size}")
+        plans = [inclusion_ranges(index, size) for index in indexes]
+        wanted = {r for plan in plans for r in plan}
+        hashes = self._fetch(list({n for a, b in wanted for n in perfect_nodes(a, b)}))
+        range_hash = {r: hash_range(r[0], r[1], hashes.__getitem__) for r in wanted}
+        return [[range_hash[r] for r in plan] for plan in plans]
+
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """PROOF(old_size, D[new_size]) (RFC 9162 2.1.4.1); empty when old_size is 0."""
         if new_size is None:

@@ -117,6 +117,20 @@ def make_receipt(merkle_log: MerkleLog, anchored: LocalAnchor, leaf_index: int,
         checkpoint=anchored.note)
 
 
+def make_receipts(merkle_log: MerkleLog, anchored: LocalAnchor,
+                  leaves: Sequence[tuple[int, bytes]]) -> list[Receipt]:
+    """``make_receipt`` for each ``(leaf_index, salt)`` in ``leaves``, in order, against one
+    anchored checkpoint: the audit paths come from one read of the log
+    (:meth:`MerkleLog.inclusion_proofs`), so a page of records costs one query, not one per
+    record. Raises LogError when any leaf is not in that tree (then no receipt is made)."""
+    cp = anchored.checkpoint
+    paths = merkle_log.inclusion_proofs([index for index, _ in leaves], cp.tree_size)
+    return [Receipt(facility=cp.facility, leaf_index=index, tree_size=cp.tree_size,
+                    audit_path=tuple(path), salt=bytes(salt), root_hash=cp.root_hash,
+                    anchor=anchored.anchor, checkpoint=anchored.note)
+            for (index, salt), path in zip(leaves, paths, strict=True)]
+
+
 @dataclass(frozen=True, slots=True)
 class ReceiptCheck:
     """The outcome of checking a record against its receipt. ``problems`` names each

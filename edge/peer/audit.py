@@ -21,8 +21,9 @@ from datetime import datetime
 from typing import Any, Final, Literal
 
 from edge.peer.codes import ACT_REASON, FACILITY_SYSTEM, PRACTITIONER_SYSTEM
-from edge.peer.ledgered import put_ledgered
+from edge.peer.ledgered import put_ledgered, put_prepared
 from edge.store.keys import PatientRef
+from edge.store.prepared import PreparedRecord, prepare_record
 from edge.store.resources import ResourceStore, StoredVersion, fhir_instant
 
 Pattern = Literal["patient-query", "patient-read", "operation", "disclosure",
@@ -176,6 +177,19 @@ def write_audit(conn: sqlite3.Connection, store: ResourceStore, events: list[dic
                 patient: PatientRef | None) -> tuple[list[StoredVersion], int]:
     """Store the events (encrypted, ledgered) in the caller's transaction."""
     return put_ledgered(conn, store, events, patient=patient)
+
+
+def prepare_audit(events: list[dict[str, Any]]) -> list[PreparedRecord]:
+    """The events made ready to store (:func:`edge.store.prepared.prepare_record`), away from
+    the writer: pass them to :func:`write_prepared_audit` inside the group-commit op."""
+    return [prepare_record(event) for event in events]
+
+
+def write_prepared_audit(conn: sqlite3.Connection, store: ResourceStore,
+                         events: list[PreparedRecord],
+                         patient: PatientRef | None) -> tuple[list[StoredVersion], int]:
+    """:func:`write_audit` for events from :func:`prepare_audit`."""
+    return put_prepared(conn, store, events, patient=patient)
 
 
 def audit_trail(conn: sqlite3.Connection, store: ResourceStore,

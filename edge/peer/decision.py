@@ -98,16 +98,22 @@ class AccessDecision:
 
     def allows(self, resource: Mapping[str, Any]) -> bool:
         """Whether ``resource`` may be released under this decision."""
+        return self.releases(str(resource.get("resourceType", "")), categories_of(resource),
+                             sensitive_labels(resource))
+
+    def releases(self, rtype: str, categories: frozenset[str],
+                 sensitive: frozenset[str]) -> bool:
+        """:meth:`allows` for a resource of type ``rtype`` with these category codes and
+        sensitive labels (what :func:`categories_of` and :func:`sensitive_labels` find): the
+        decision depends on nothing else, so a caller may compute the three once per record
+        version and ask again for every request."""
         if not self.permitted:
             return False
-        rtype = str(resource.get("resourceType", ""))
-        categories = categories_of(resource)
         if any(d.covers(rtype, categories) for d in self.denies) and not self.break_glass:
             return False
         covering = [p for p in self.permits if rtype == "Patient" or p.covers(rtype, categories)]
         if self.basis == "consent" and not covering:
             return False
-        sensitive = sensitive_labels(resource)
         return all(any(label in p.labels for p in covering) for label in sensitive)
 
 

@@ -19,6 +19,12 @@ resources are left out of the entries *and* of ``total``; a refusal is 403 with 
 OperationOutcome. Before the answer leaves, its AuditEvents (decision, access, disclosure),
 the JWT id (replay protection) and the access notification commit in one transaction.
 Every entry carries its ledger receipt (``Bundle.entry.extension``, see docs/peer.md).
+
+Cost per request (issue 8's lookup target): the patient's current rows are listed in every
+request's snapshot, but a row unchanged since it was last opened is not decrypted again and
+an entry whose receipt was built against the current checkpoint is not built again
+(:mod:`edge.peer.entries`); the Bundle is joined from the entries' JSON; the AuditEvents are
+serialized on the read thread so the single writer only seals, inserts and appends them.
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ import json
 import logging
 import queue
 import sqlite3
-import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,42 +43,43 @@ from typing import Any
 from urllib.parse import urlencode
 
 from edge.config.model import PeerSettings
-from edge.peer.audit import Actor, AuditRecord, Outcome, Pattern, build_audit_event, write_audit
+from edge.peer.audit import (
+    Actor,
+    AuditRecord,
+    Outcome,
+    Pattern,
+    build_audit_event,
+    prepare_audit,
+    write_prepared_audit,
+)
+from edge.peer.audit_batch import AuditBatcher, AuditWrite, Replayed
 from edge.peer.codes import (
     CLINICAL_TYPES,
-    RECEIPT_EXTENSION,
-    RECEIPT_PENDING_EXTENSION,
     SERVED_TYPES,
 )
 from edge.peer.consent import active_provisions
 from edge.peer.context import ReplayCache, RequestContext, verify_context
 from edge.peer.decision import AccessDecision, Requester, decide
 from edge.peer.directory import Peer, cert_thumbprint
-from edge.peer.errors import ContextError, PeerError, RequestRefused
-from edge.peer.notifications import enqueue
+from edge.peer.entries import EntryCache, Record, RecordCache, bundle_json
+from edge.peer.errors import ContextError, RequestRefused
 from edge.peer.patients import by_demographics, by_id, by_identifier, patient_ref_of
-from edge.peer.schema import JTI
 from edge.storage.database import connect
 from edge.storage.group_commit import GroupCommitter
 from edge.store._tx import read_snapshot
 from edge.store.keys import PatientRef, StoreKeys
+from edge.store.prepared import PreparedRecord
 from edge.store.resources import ResourceStore, ResourceVersion, fhir_instant
 from ledger_client.anchorer import LocalAnchor
-from ledger_client.errors import LedgerError
-from ledger_client.log import MerkleLog
-from ledger_client.receipt import make_receipt
 
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
 _MAX_COUNT = 1000
+READ_THREADS = 2
 _LATEST_NOTE = ("SELECT note FROM ledger_checkpoints WHERE state = 'anchored' "
                 "ORDER BY tree_size DESC LIMIT 1")
 _NOTE_AT = "SELECT note FROM ledger_checkpoints WHERE state = 'anchored' AND tree_size = ?"
-
-
-class _Replayed(PeerError):
-    """The durable JWT id table already holds this id (a replay across a restart)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +125,22 @@ class _Plan:
     patient: ResourceVersion | None = None
     ref: PatientRef | None = None
     decision: AccessDecision | None = None
-    entries: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[bytes] = field(default_factory=list)  # each entry's JSON
     total: int = 0
     classes: tuple[str, ...] = ()
     status: int = 200
     next_offset: int | None = None
     visible: bool = False  # False: answer an empty Bundle (no certain match, or withheld)
+
+
+@dataclass(frozen=True, slots=True)
+class _Audit:
+    """What a data request writes besides its JWT id: its AuditEvents (prepared), the
+    patient whose key seals them, and the access notice (None when none is due)."""
+
+    events: list[PreparedRecord]
+    patient: PatientRef | None
+    notice: dict[str, Any] | None = field(repr=False)
 
 
 @dataclass(slots=True)
@@ -133,29 +150,6 @@ class PeerCounters:
     denied: int = 0
     refused: int = 0
     break_glass: int = 0
-
-
-class _ReceiptCache:
-    """Serialized receipts by (leaf index, anchored tree size, leaf hash). A receipt for one
-    leaf against one anchored size never changes, so a patient looked up again within an
-    anchoring interval costs no proof reads; a new checkpoint makes new keys. The leaf hash
-    in the key ties an entry to the exact record version read. Bounded (it holds salts,
-    which are as secret as the records): the oldest half is dropped when full."""
-
-    def __init__(self, limit: int = 20_000) -> None:
-        self._limit = limit
-        self._items: dict[tuple[int, int, bytes], str] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[int, int, bytes]) -> str | None:
-        return self._items.get(key)
-
-    def put(self, key: tuple[int, int, bytes], text: str) -> None:
-        with self._lock:
-            if len(self._items) >= self._limit:
-                for old in list(self._items)[: self._limit // 2]:
-                    del self._items[old]
-            self._items[key] = text
 
 
 def _utc_now() -> datetime:
@@ -178,19 +172,25 @@ class PeerService:
         self._store = ResourceStore(keys)
         self._latest_anchored = latest_anchored
         self._on_appended = on_appended
-        self._on_notice = on_notice
         self._clock = clock
         self._replay = ReplayCache(lambda: self._clock().timestamp())
+        # Reads run on a small pool of their own: the Python part of a read holds the GIL,
+        # so more threads than cores only add GIL hand-offs; two let one thread run Python
+        # while the other waits on SQLite (which releases the GIL).
+        self._pool = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="peer-read")
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all_readers: list[sqlite3.Connection] = []
         self.counters = PeerCounters()
-        self._receipts = _ReceiptCache()
+        self._audits = AuditBatcher(committer, self._store, on_notice=on_notice)
+        self._records = RecordCache()
+        self._entries = EntryCache()
 
     def update(self, settings: PeerSettings) -> None:
         """New consent default, roles, limits (SIGHUP); the next request uses them."""
         self.settings = settings
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         for conn in self._all_readers:
             conn.close()
         self._all_readers.clear()
@@ -210,7 +210,8 @@ class PeerService:
             self._readers.put(conn)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        return await asyncio.to_thread(self._with_reader, fn)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._with_reader,
+                                                                fn)
 
     # -- dispatch -----------------------------------------------------------------------
 
@@ -289,14 +290,20 @@ class PeerService:
         now = self._clock()
         requester = Requester(context.facility, context.practitioner, context.role,
                               context.purpose, context.reason)
-        plan: _Plan = await self._read(lambda conn: self._plan(
-            conn, pattern, patient_id, types, request.query, requester, now, anchored,
-            count, offset))
         actor = Actor("peer", context.facility, context.practitioner, context.role,
                       context.purpose, context.reason, request.remote)
+
+        def work(conn: sqlite3.Connection) -> tuple[_Plan, _Audit]:
+            plan = self._plan(conn, pattern, patient_id, types, request.query, requester, now,
+                              anchored, count, offset)
+            # The AuditEvents are built and serialized here, off the single writer: its
+            # operation below only seals, inserts and appends.
+            return plan, self._audit(request, context, actor, plan, now)
+
+        plan, audit = await self._read(work)
         try:
-            await self._commit(request, context, actor, plan, now)
-        except _Replayed:
+            await self._commit(context, audit, now)
+        except Replayed:
             self.counters.refused += 1
             await self._audit_refused(request, context, "request context: replayed")
             return operation_outcome(401, "security", "request context: replayed (jti)")
@@ -309,7 +316,7 @@ class PeerService:
         if plan.decision is not None:
             self.counters.permitted += 1
             self.counters.break_glass += plan.decision.break_glass
-        return _json(200, self._bundle(request, plan, count, offset))
+        return PeerResponse(200, self._bundle(request, plan, count, offset))
 
     @staticmethod
     def _discovery_params(query: Mapping[str, str]) -> None:
@@ -347,58 +354,45 @@ class PeerService:
                                break_glass_roles=self.settings.break_glass_roles, now=now)
         if not plan.decision.permitted:
             return plan
-        found: list[ResourceVersion] = []
-        for rtype in types:
-            found += ([plan.patient] if rtype == "Patient"
-                      else self._store.search(conn, patient=plan.ref, type=rtype))
-        released = [v for v in found if plan.decision.allows(v.resource)]
+        found: list[Record] = [Record.of(plan.patient)] if "Patient" in types else []
+        clinical = [t for t in types if t != "Patient"]
+        indexer = self._store.keys.existing_indexer(conn)
+        if clinical and indexer is not None:
+            # The patient's current rows are listed in this snapshot on every request; only
+            # opening them is reused (see edge.peer.entries).
+            owner = indexer.patient_key(plan.ref.system, plan.ref.value)
+            found += self._records.current(conn, self._store, owner, clinical)
+        # The decision is this request's; what it reads of a record is fixed per version.
+        releases: dict[tuple[str, frozenset[str], frozenset[str]], bool] = {}
+        released = []
+        for record in found:
+            facts = (record.type, record.categories, record.labels)
+            allowed = releases.get(facts)
+            if allowed is None:
+                allowed = releases[facts] = plan.decision.releases(*facts)
+            if allowed:
+                released.append(record)
         # Discovery whose one match releases nothing answers like no match at all.
         plan.visible = bool(released) or patient_id is not None
         plan.total = len(released)
         page = released[offset:offset + count]
         if offset + count < len(released):
             plan.next_offset = offset + count
-        merkle = MerkleLog(conn)
-        plan.entries = [self._entry(merkle, anchored, v) for v in page]
-        plan.classes = tuple(sorted({v.type for v in page}))
+        plan.entries = self._entries.entries(page, anchored, conn)
+        plan.classes = tuple(sorted({r.type for r in page}))
         return plan
 
-    def _entry(self, merkle: MerkleLog, anchored: LocalAnchor | None,
-               version: ResourceVersion) -> dict[str, Any]:
-        entry: dict[str, Any] = {"resource": version.resource, "search": {"mode": "match"}}
-        index = version.ledger_index
-        if anchored is None or index is None or index >= anchored.checkpoint.tree_size:
-            # Stored after the last anchored checkpoint: served, marked as not provable yet.
-            entry["extension"] = [{"url": RECEIPT_PENDING_EXTENSION,
-                                   "valueCode": "not-anchored-yet"}]
-            return entry
-        key = (index, anchored.checkpoint.tree_size, version.leaf_hash)
-        text = self._receipts.get(key)
-        if text is None:
-            try:
-                receipt = make_receipt(merkle, anchored, index, version.salt)
-            except LedgerError:
-                log.error("receipt not available", extra={"fields": {"leaf_index": index}})
-                entry["extension"] = [{"url": RECEIPT_PENDING_EXTENSION,
-                                       "valueCode": "unavailable"}]
-                return entry
-            text = json.dumps(receipt.to_json(), separators=(",", ":"))
-            self._receipts.put(key, text)
-        entry["extension"] = [{"url": RECEIPT_EXTENSION, "valueString": text}]
-        return entry
-
-    def _bundle(self, request: PeerRequest, plan: _Plan, count: int,
-                offset: int) -> dict[str, Any]:
+    def _bundle(self, request: PeerRequest, plan: _Plan, count: int, offset: int) -> bytes:
         # A read answers with a one-entry Bundle too: a bare resource has nowhere to carry
-        # its receipt.
+        # its receipt. The entries arrive as JSON already (edge.peer.entries).
         params = {k: v for k, v in request.query.items() if k not in ("_offset",)}
         links = [{"relation": "self", "url": self._link(request, params, offset)}]
         if plan.next_offset is not None:
             links.append({"relation": "next",
                           "url": self._link(request, params, plan.next_offset)})
-        return {"resourceType": "Bundle", "type": "searchset",
-                "total": plan.total if plan.visible else 0,
-                "link": links, "entry": plan.entries if plan.visible else []}
+        return bundle_json({"resourceType": "Bundle", "type": "searchset",
+                            "total": plan.total if plan.visible else 0, "link": links},
+                           plan.entries if plan.visible else [])
 
     @staticmethod
     def _link(request: PeerRequest, params: Mapping[str, str], offset: int) -> str:
@@ -407,8 +401,10 @@ class PeerService:
 
     # -- audit ----------------------------------------------------------------------------
 
-    async def _commit(self, request: PeerRequest, context: RequestContext, actor: Actor,
-                      plan: _Plan, now: datetime) -> None:
+    def _audit(self, request: PeerRequest, context: RequestContext, actor: Actor,
+               plan: _Plan, now: datetime) -> _Audit:
+        """The request's AuditEvents (consent decision, access, disclosure), prepared to
+        store, and its access notice when one is due."""
         decision = plan.decision
         patient_id = plan.patient.id if plan.patient else None
         query = f"{request.path}?{urlencode(dict(request.query))}"
@@ -441,24 +437,15 @@ class PeerService:
                   "break_glass": break_glass, "patient": f"Patient/{patient_id}",
                   "audit_event": events[-1]["id"]}
         ref = plan.ref if plan.patient is not None else None
-        now_ms = int(now.timestamp() * 1000)
+        return _Audit(prepare_audit(events), ref, notice if notify else None)
 
-        def op(conn: sqlite3.Connection) -> int:
-            if conn.execute(f"SELECT 1 FROM {JTI} WHERE jti = ?",  # noqa: S608
-                            (context.jti,)).fetchone():
-                raise _Replayed("replayed jti")
-            conn.execute(f"DELETE FROM {JTI} WHERE expires_ms < ?", (now_ms - 60_000,))  # noqa: S608
-            conn.execute(f"INSERT INTO {JTI} (jti, facility, expires_ms) VALUES (?, ?, ?)",  # noqa: S608
-                         (context.jti, context.facility, context.expires * 1000))
-            _, size = write_audit(conn, self._store, events, ref)
-            if notify:
-                enqueue(conn, notice, now_ms)
-            return size
-
-        size = await self._committer.run(op)
+    async def _commit(self, context: RequestContext, audit: _Audit, now: datetime) -> None:
+        """Commit the request's JWT id, AuditEvents and notice (with other requests' that wait
+        then: :mod:`edge.peer.audit_batch`), before the answer leaves. Raises Replayed."""
+        size = await self._audits.write(AuditWrite(
+            context.jti, context.facility, context.expires * 1000,
+            int(now.timestamp() * 1000), audit.events, audit.patient, audit.notice))
         self._on_appended(size)
-        if notify:
-            self._on_notice()
 
     async def _audit_refused(self, request: PeerRequest, context: RequestContext | None,
                              why: str) -> None:
@@ -468,8 +455,9 @@ class PeerService:
         event = build_audit_event(AuditRecord("refused", "4", actor, self._clock(),
                                               decision=why.split(":", 1)[-1].strip()),
                                   facility=self.facility)
+        prepared = prepare_audit([event])
         _, size = await self._committer.run(
-            lambda conn: write_audit(conn, self._store, [event], None))
+            lambda conn: write_prepared_audit(conn, self._store, prepared, None))
         self._on_appended(size)
 
     # -- metadata and checkpoints -----------------------------------------------------------

@@ -1,0 +1,303 @@
+"""What the peer API serves for a record version, worked out once and reused: the record
+opened and verified, the facts the consent decision needs, and the entry's JSON with its
+ledger receipt.
+
+A ``$everything`` for a patient with 200 records used to open all 200 rows (AES-GCM, leaf
+hash, JSON parse), run the consent check on each parsed resource, and serialize the whole
+Bundle again on every request, though the rows rarely change between two requests. Here:
+
+- :class:`RecordCache`: row → the opened record (its JSON text, type, category codes and
+  sensitive labels), reused only while the row's stored columns are *byte for byte* the
+  ones that were opened and verified (type, id, version, patient, data key id, sealed body,
+  leaf hash) and the row's data key still exists: AES-GCM opening and the checks of
+  :meth:`ResourceStore.open_row` are deterministic in those inputs, so a hit returns exactly
+  what opening the row again would, and any change to the row (a new version, a tampered
+  byte, a row moved between patients, an erased key) is a miss that opens and verifies it
+  again, or fails as the store's read fails. Every request still lists the patient's current
+  rows from the database in its own snapshot, so a record erased or superseded is never
+  served from here.
+- :class:`EntryCache`: (leaf index, anchored tree size, leaf hash) → the entry's JSON bytes
+  (``resource``, ``search``, and the receipt extension). A receipt for one leaf against one
+  anchored size never changes, and the leaf hash pins the exact record version (it hashes
+  the salt and the record's canonical JSON); a new checkpoint makes new keys. Receipts of
+  the entries missing are built together (:func:`ledger_client.receipt.make_receipts`: one
+  read of the log for all their audit paths).
+
+Both caches hold decrypted records and salts, as secret as the records: they are bounded
+(bytes), live in the daemon's memory only (never on disk, never logged), and hold nothing
+the process's cached data keys could not open anyway. Consent is never cached: the
+decision is made per request, and applied per record from the cached facts
+(:meth:`AccessDecision.releases`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from edge.crypto.envelope import AAD
+from edge.crypto.errors import IntegrityError
+from edge.peer.codes import RECEIPT_EXTENSION, RECEIPT_PENDING_EXTENSION
+from edge.peer.decision import categories_of, sensitive_labels
+from edge.store.keys import KeyRow
+from edge.store.resources import (
+    BASE_COLUMNS,
+    CURRENT_ONLY,
+    ROW_FROM,
+    ResourceStore,
+    ResourceVersion,
+)
+from edge.store.schema import DATA_KEYS, RESOURCES
+from ledger_client.anchorer import LocalAnchor
+from ledger_client.errors import LedgerError
+from ledger_client.log import MerkleLog
+from ledger_client.receipt import Receipt, make_receipt, make_receipts
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RECORD_BUDGET: Final = 64 << 20  # bytes of bodies and JSON kept
+DEFAULT_ENTRY_BUDGET: Final = 64 << 20  # bytes of entry JSON kept
+_OVERHEAD = 256  # per item: the objects around the bytes
+_KEY_ROW = f"SELECT key_id, purpose, owner, wrapped FROM {DATA_KEYS} WHERE key_id = ?"  # noqa: S608
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Record:
+    """One current record version, opened and verified. ``json`` is the resource as served
+    (compact JSON); ``categories`` and ``labels`` are what the consent decision reads
+    (:func:`edge.peer.decision.categories_of`, :func:`~edge.peer.decision.sensitive_labels`).
+    ``repr`` shows no content."""
+
+    row: int
+    type: str
+    id: str
+    version: int
+    json: bytes
+    categories: frozenset[str]
+    labels: frozenset[str]
+    salt: bytes
+    leaf_hash: bytes
+    ledger_index: int | None
+
+    def __repr__(self) -> str:
+        return f"Record({self.type}/{self.id}/_history/{self.version}, row={self.row})"
+
+    @classmethod
+    def of(cls, version: ResourceVersion) -> Record:
+        """From a version the store has opened and verified."""
+        resource = version.resource
+        return cls(version.row, version.type, version.id, version.version, _compact(resource),
+                   categories_of(resource), sensitive_labels(resource), version.salt,
+                   version.leaf_hash, version.ledger_index)
+
+
+# The stored columns an opened record is a function of (BASE_COLUMNS positions 1-5, 7, 8):
+# type, id, version, patient, key id, sealed body, leaf hash.
+_Identity = tuple[str, str, int, bytes | None, str, bytes, bytes]
+
+
+class RecordCache:
+    """Opened records by row number (see the module docstring for when one is reused).
+    Thread-safe; bounded by ``budget`` bytes, dropping the oldest entries first."""
+
+    def __init__(self, budget: int = DEFAULT_RECORD_BUDGET) -> None:
+        self._budget = budget
+        self._used = 0
+        self._items: dict[int, tuple[_Identity, Record, int]] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, row: int, identity: _Identity) -> Record | None:
+        item = self._items.get(row)
+        if item is None or item[0] != identity:
+            return None
+        return item[1]
+
+    def put(self, identity: _Identity, record: Record) -> None:
+        cost = len(identity[5]) + len(record.json) + _OVERHEAD
+        with self._lock:
+            old = self._items.pop(record.row, None)
+            if old is not None:
+                self._used -= old[2]
+            while self._items and self._used + cost > self._budget:
+                oldest = next(iter(self._items))
+                self._used -= self._items.pop(oldest)[2]
+            if cost <= self._budget:
+                self._items[record.row] = (identity, record, cost)
+                self._used += cost
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._used = 0
+
+    def current(self, conn: sqlite3.Connection, store: ResourceStore, owner: bytes,
+                types: Sequence[str]) -> list[Record]:
+        """The patient's current versions of ``types`` (``owner``: the patient's blind key,
+        as in ``resources.patient``), grouped in the order of ``types``, by id within a
+        type: what ``store.search(patient=..., type=t)`` for each ``t`` returns, opened and
+        verified by :meth:`ResourceStore.open_row` unless cached. Raises IntegrityError as
+        the store's read does. Call it inside a read snapshot."""
+        found: list[Record] = []
+        for rtype in types:
+            # One statement per type, as the store's search: the planner takes the identity
+            # index (type, id, version), never a scan of the patient's AuditEvents.
+            rows = conn.execute(
+                f"SELECT {BASE_COLUMNS}, k.key_id FROM {ROW_FROM} "  # noqa: S608
+                f"WHERE {CURRENT_ONLY} AND r.patient = ? AND r.type = ? ORDER BY r.id",
+                (owner, rtype)).fetchall()
+            for r in rows:
+                found.append(self._open(conn, store, r))
+        return found
+
+    def _open(self, conn: sqlite3.Connection, store: ResourceStore,
+              r: Sequence[Any]) -> Record:
+        identity: _Identity = (r[1], r[2], r[3], r[4], r[5], bytes(r[7]), bytes(r[8]))
+        # r[10]: the row's data key still exists (the database decides, not a cache).
+        cached = self.get(r[0], identity) if r[10] is not None else None
+        if cached is not None:
+            self.hits += 1
+            if cached.ledger_index != r[9]:  # written after the leaf was appended
+                cached = Record(cached.row, cached.type, cached.id, cached.version,
+                                cached.json, cached.categories, cached.labels, cached.salt,
+                                cached.leaf_hash, r[9])
+                self.put(identity, cached)
+            return cached
+        self.misses += 1
+        if r[10] is None:
+            # Erasure deletes a key and its rows together: a row whose key is gone is damage,
+            # never served, even while this process still holds the key's material.
+            aad = AAD(RESOURCES, f"{r[1]}/{r[2]}", r[3])
+            raise IntegrityError(f"{aad.describe()} (row {r[0]}): its data key {r[5]} does "
+                                 "not exist (erased?)", table=RESOURCES, row_id=aad.row_id,
+                                 version=r[3], key_id=r[5])
+        key_row: KeyRow | None = None
+        if store.keys.cached(r[5]) is None:
+            key_row = conn.execute(_KEY_ROW, (r[5],)).fetchone()
+        record = Record.of(store.open_row(r[:10], key_row))
+        self.put(identity, record)
+        return record
+
+
+class EntryCache:
+    """Entry JSON bytes by (leaf index, anchored tree size, leaf hash). Thread-safe; bounded
+    by ``budget`` bytes, dropping the oldest entries first."""
+
+    def __init__(self, budget: int = DEFAULT_ENTRY_BUDGET) -> None:
+        self._budget = budget
+        self._used = 0
+        self._items: dict[tuple[int, int, bytes], bytes] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: tuple[int, int, bytes]) -> bytes | None:
+        return self._items.get(key)
+
+    def put(self, key: tuple[int, int, bytes], entry: bytes) -> None:
+        cost = len(entry) + _OVERHEAD
+        with self._lock:
+            if key in self._items:
+                return
+            while self._items and self._used + cost > self._budget:
+                oldest = next(iter(self._items))
+                self._used -= len(self._items.pop(oldest)) + _OVERHEAD
+            if cost <= self._budget:
+                self._items[key] = entry
+                self._used += cost
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._used = 0
+
+    def entries(self, records: Sequence[Record], anchored: LocalAnchor | None,
+                conn: sqlite3.Connection) -> list[bytes]:
+        """Each record's Bundle entry (JSON bytes), in order: with its receipt against
+        ``anchored``, or marked ``not-anchored-yet`` when its leaf is newer than that
+        checkpoint (or when nothing is anchored), or ``unavailable`` when the log on
+        ``conn`` cannot give its proof."""
+        out: list[bytes | None] = []
+        missing: list[int] = []
+        size = anchored.checkpoint.tree_size if anchored is not None else 0
+        for i, record in enumerate(records):
+            index = record.ledger_index
+            if anchored is None or index is None or index >= size:
+                out.append(entry_json(record.json, pending="not-anchored-yet"))
+                continue
+            hit = self.get((index, size, record.leaf_hash))
+            out.append(hit)
+            if hit is None:
+                missing.append(i)
+        if missing:
+            assert anchored is not None
+            for i, receipt in zip(missing, _receipts(MerkleLog(conn), anchored,
+                                                     [records[i] for i in missing]),
+                                  strict=True):
+                record = records[i]
+                if receipt is None:
+                    out[i] = entry_json(record.json, pending="unavailable")
+                    continue
+                text = entry_json(record.json, receipt=receipt)
+                assert record.ledger_index is not None
+                self.put((record.ledger_index, size, record.leaf_hash), text)
+                out[i] = text
+        return [e for e in out if e is not None]
+
+
+def _receipts(merkle: MerkleLog, anchored: LocalAnchor,
+              records: Sequence[Record]) -> list[Receipt | None]:
+    leaves = [(r.ledger_index, r.salt) for r in records]
+    try:
+        return list(make_receipts(merkle, anchored, leaves))  # type: ignore[arg-type]
+    except LedgerError:
+        pass
+    # Some leaf has no proof (a damaged log): find which, one at a time, serve the others.
+    out: list[Receipt | None] = []
+    for index, salt in leaves:
+        assert index is not None
+        try:
+            out.append(make_receipt(merkle, anchored, index, salt))
+        except LedgerError:
+            log.error("receipt not available", extra={"fields": {"leaf_index": index}})
+            out.append(None)
+    return out
+
+
+_SEARCH_MATCH: Final = b'"search":{"mode":"match"}'
+
+
+def entry_json(resource: bytes, *, receipt: Receipt | None = None,
+               pending: str | None = None) -> bytes:
+    """``{"resource": ..., "search": {"mode": "match"}, "extension": [...]}`` as compact JSON
+    bytes, from the resource's JSON: the receipt as ``valueString`` (its own compact JSON,
+    docs/peer.md), or the pending extension with the reason code."""
+    extension: dict[str, str]
+    if receipt is not None:
+        text = json.dumps(receipt.to_json(), separators=(",", ":"))
+        extension = {"url": RECEIPT_EXTENSION, "valueString": text}
+    else:
+        extension = {"url": RECEIPT_PENDING_EXTENSION, "valueCode": pending or "unavailable"}
+    return b"".join((b'{"resource":', resource, b",", _SEARCH_MATCH, b',"extension":[',
+                     _compact(extension), b"]}"))
+
+
+def bundle_json(head: dict[str, Any], entries: Iterable[bytes]) -> bytes:
+    """A Bundle's JSON bytes: the members of ``head`` (compact, in their order), then
+    ``entry`` joined from each entry's JSON bytes without parsing or re-encoding them."""
+    prefix = _compact(head)
+    return b"".join((prefix[:-1], b',"entry":[', b",".join(entries), b"]}"))

@@ -1,0 +1,202 @@
+"""Served entries are reused only while what they were made from is unchanged: a new
+version, a tampered row, a row moved between patients, an erased key, a new checkpoint or a
+changed consent all count from the next request."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.crypto.errors import IntegrityError
+from edge.peer.audit import Actor
+from edge.peer.codes import RECEIPT_EXTENSION, RECEIPT_PENDING_EXTENSION
+from edge.peer.consent import ConsentSpec, build_consent, revoke, store_consent
+from edge.peer.entries import EntryCache, Record, RecordCache, bundle_json, entry_json
+from edge.store.keys import PatientRef
+from edge.store.resources import ResourceVersion
+from ledger_client.receipt import Receipt, verify_receipt
+from tests.edge.peer.support import REF, SYSTEM, PeerEnv, make_env, observation, patient
+
+REF2 = PatientRef(SYSTEM, "MRN2")
+EVERYTHING = "/Patient/pat-1/$everything"
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[PeerEnv]:
+    e = make_env(tmp_path)
+    e.put([patient(), *(observation(k) for k in range(5)), observation(99, "PSY")])
+    e.put([patient(2), {**observation(50), "subject": {"reference": "Patient/pat-2"}}], REF2)
+    await e.anchor()
+    grant(e, "pat-1", REF)
+    grant(e, "pat-2", REF2)
+    yield e
+    e.close()
+
+
+def grant(env: PeerEnv, patient_id: str, ref: PatientRef, **spec: Any) -> str:
+    conn = env.connect()
+    try:
+        consent = build_consent(ConsentSpec(facilities=("there",), **spec),
+                                patient_id=patient_id, now=datetime.now(UTC))
+        store_consent(conn, env.store, consent, patient=ref,
+                      actor=Actor("local", "here", "local/op"), facility="here",
+                      now=datetime.now(UTC))
+        return str(consent["id"])
+    finally:
+        conn.close()
+
+
+async def everything(env: PeerEnv, path: str = EVERYTHING) -> dict[str, Any]:
+    answer = await env.get(path, {"_count": "100"})
+    assert answer.status == 200, answer.body
+    return dict(answer.json())
+
+
+def ids(bundle: dict[str, Any]) -> list[str]:
+    return [e["resource"]["id"] for e in bundle["entry"]]
+
+
+def records(env: PeerEnv) -> RecordCache:
+    cache = env.service._records
+    assert isinstance(cache, RecordCache)
+    return cache
+
+
+def sql(env: PeerEnv, statement: str, *params: Any) -> None:
+    conn = env.connect()
+    try:
+        with conn:
+            conn.execute(statement, params)
+    finally:
+        conn.close()
+
+
+async def test_a_second_request_is_served_from_the_caches_unchanged(env: PeerEnv) -> None:
+    first = await everything(env)
+    misses = records(env).misses
+    second = await everything(env)
+    assert records(env).misses == misses and records(env).hits >= 5
+    assert second["entry"] == first["entry"] and second["total"] == first["total"] == 6
+    # What is served is what the store reads, receipts included.
+    conn = env.connect()
+    try:
+        stored = {v.id: v for v in env.store.search(conn, patient=REF)}
+    finally:
+        conn.close()
+    anchored = env.anchorer.latest_anchored()
+    assert anchored is not None
+    for entry in second["entry"]:
+        version = stored[entry["resource"]["id"]]
+        assert entry["resource"] == version.resource
+        receipt = Receipt.from_json(json.loads(entry["extension"][0]["valueString"]))
+        assert receipt.salt == version.salt
+        assert verify_receipt(entry["resource"], receipt, anchored.checkpoint.root_hash).ok
+
+
+async def test_a_new_version_replaces_the_cached_one(env: PeerEnv) -> None:
+    await everything(env)
+    env.put([{**observation(2), "status": "amended"}])
+    bundle = await everything(env)
+    entry = next(e for e in bundle["entry"] if e["resource"]["id"] == "obs-2")
+    assert entry["resource"]["status"] == "amended"
+    assert entry["resource"]["meta"]["versionId"] == "2"
+    # Newer than the anchored checkpoint: no receipt yet, until the next checkpoint.
+    assert entry["extension"][0]["url"] == RECEIPT_PENDING_EXTENSION
+    await env.anchor()
+    entry = next(e for e in (await everything(env))["entry"] if e["resource"]["id"] == "obs-2")
+    assert entry["extension"][0]["url"] == RECEIPT_EXTENSION
+
+
+async def test_a_tampered_row_is_not_served_from_the_cache(env: PeerEnv) -> None:
+    await everything(env)
+    conn = env.connect()
+    try:
+        (body,) = conn.execute("SELECT body FROM resources WHERE id = 'obs-3'").fetchone()
+        with conn:
+            conn.execute("UPDATE resources SET body = ? WHERE id = 'obs-3'",
+                         (body[:40] + bytes([body[40] ^ 1]) + body[41:],))
+    finally:
+        conn.close()
+    with pytest.raises(IntegrityError, match="failed authentication"):
+        await env.get(EVERYTHING, {"_count": "100"})
+
+
+async def test_a_row_moved_to_another_patient_is_refused(env: PeerEnv) -> None:
+    await everything(env)
+    await everything(env, "/Patient/pat-2/$everything")  # pat-2's row is cached too
+    sql(env, "UPDATE resources SET patient = (SELECT patient FROM resources "
+             "WHERE type = 'Patient' AND id = 'pat-1') WHERE type = 'Observation' "
+             "AND id = 'obs-50'")
+    with pytest.raises(IntegrityError, match="another owner"):
+        await env.get(EVERYTHING, {"_count": "100"})
+
+
+async def test_a_row_whose_key_is_gone_is_refused(env: PeerEnv) -> None:
+    await everything(env, "/Patient/pat-2/$everything")
+    conn = env.connect()
+    try:
+        with conn:
+            conn.execute("PRAGMA foreign_keys = OFF")
+            conn.execute("DELETE FROM data_keys WHERE key_id = (SELECT key_id FROM resources "
+                         "WHERE id = 'obs-50')")
+    finally:
+        conn.close()
+    # The process still holds the key's material; the database says it is gone.
+    with pytest.raises(IntegrityError):
+        await env.get("/Patient/pat-2/$everything", {"_count": "100"})
+
+
+async def test_consent_changes_count_from_the_next_request(env: PeerEnv) -> None:
+    assert "obs-99" not in ids(await everything(env))  # PSY: no explicit permit
+    label = grant(env, "pat-1", REF, labels=("PSY",))
+    assert "obs-99" in ids(await everything(env))
+    conn = env.connect()
+    try:
+        revoke(conn, env.store, REF, label, actor=Actor("local", "here", "local/op"),
+               facility="here", now=datetime.now(UTC))
+    finally:
+        conn.close()
+    assert "obs-99" not in ids(await everything(env))
+
+
+def version(n: int, body: dict[str, Any]) -> ResourceVersion:
+    resource = {"resourceType": "Observation", "id": f"o{n}", **body}
+    return ResourceVersion("Observation", f"o{n}", 1, "2024-01-01T00:00:00.000Z", resource,
+                           bytes(32), bytes([n]) * 32, n, n)
+
+
+def test_entry_json_is_the_entry_serialized() -> None:
+    record = Record.of(version(1, {"category": [{"coding": [{"code": "laboratory"}]}],
+                                   "meta": {"security": [{"code": "HIV"}]}, "note": "é\""}))
+    assert record.categories == frozenset({"laboratory"}) and record.labels == {"HIV"}
+    entry = json.loads(entry_json(record.json, pending="not-anchored-yet"))
+    assert entry == {"resource": version(1, {"category": [{"coding": [{"code": "laboratory"}]}],
+                                             "meta": {"security": [{"code": "HIV"}]},
+                                             "note": "é\""}).resource,
+                     "search": {"mode": "match"},
+                     "extension": [{"url": RECEIPT_PENDING_EXTENSION,
+                                    "valueCode": "not-anchored-yet"}]}
+    head = {"resourceType": "Bundle", "type": "searchset", "total": 2, "link": []}
+    bundle = json.loads(bundle_json(head, [entry_json(b"{}", pending="x")] * 2))
+    assert list(bundle) == ["resourceType", "type", "total", "link", "entry"]
+    assert len(bundle["entry"]) == 2
+    assert json.loads(bundle_json(head, []))["entry"] == []
+
+
+def test_caches_stay_within_their_budget() -> None:
+    entries = EntryCache(budget=4000)
+    for n in range(50):
+        entries.put((n, 10, bytes(32)), b"x" * 500)
+    assert 0 < len(entries) <= 4000 // 500
+    assert entries.get((49, 10, bytes(32))) == b"x" * 500  # the newest stay
+    assert entries.get((0, 10, bytes(32))) is None
+    cache = RecordCache(budget=3000)
+    for n in range(50):
+        record = Record.of(version(n, {"valueString": "y" * 200}))
+        cache.put(("Observation", f"o{n}", 1, None, "k", b"b" * 100, bytes(32)), record)
+    assert 0 < len(cache) < 50
