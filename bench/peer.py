@@ -70,10 +70,10 @@ from edge.peer.codes import RECEIPT_EXTENSION  # noqa: E402
 from edge.peer.consent import ConsentSpec, grant  # noqa: E402
 from edge.peer.context import issue_context  # noqa: E402
 from edge.peer.directory import cert_thumbprint  # noqa: E402
-from edge.peer.ledgered import put_ledgered  # noqa: E402
 from edge.storage.database import connect, database_path, migrate  # noqa: E402
 from edge.store._tx import write_transaction  # noqa: E402
 from edge.store.keys import PatientRef, StoreKeys  # noqa: E402
+from edge.store.ledgered import put_ledgered  # noqa: E402
 from edge.store.resources import ResourceStore  # noqa: E402
 from ledger_client.checkpoint import NoteSigner  # noqa: E402
 

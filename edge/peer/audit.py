@@ -6,7 +6,7 @@ operations such as ``$everything`` (``rest``/``operation``, E), PrivacyDisclosur
 
 Each event is stored like any record: encrypted under the patient's data key (the SYSTEM key
 when there is no patient) through :meth:`ResourceStore.put`, and its leaf appended to the
-Merkle log in the same transaction (:func:`edge.peer.ledgered.put_ledgered`), so the
+Merkle log in the same transaction (:func:`edge.store.ledgered.put_ledgered`), so the
 accounting of disclosures is anchored with everything else and cannot be edited unseen.
 """
 
@@ -21,8 +21,8 @@ from datetime import datetime
 from typing import Any, Final, Literal
 
 from edge.peer.codes import ACT_REASON, FACILITY_SYSTEM, PRACTITIONER_SYSTEM
-from edge.peer.ledgered import put_ledgered, put_prepared
 from edge.store.keys import PatientRef
+from edge.store.ledgered import put_ledgered, put_prepared
 from edge.store.prepared import PreparedRecord, prepare_record
 from edge.store.resources import ResourceStore, StoredVersion, fhir_instant
 

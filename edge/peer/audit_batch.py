@@ -8,7 +8,7 @@ thread, and the requests wait in line for it: finding the patient's data key, re
 latest versions, reading the log's size and frontier, appending the leaves, a dozen SQL
 statements, each a hand-off of the GIL. Requests that arrive while the writer is busy are
 queued here and written by one operation: one JWT-id insert each, then one
-:func:`~edge.peer.ledgered.put_prepared` per patient among them (one key lookup, one log
+:func:`~edge.store.ledgered.put_prepared` per patient among them (one key lookup, one log
 append) and the notices. Every request still gets its own events, in its own order, and is
 answered only after the transaction that holds them has committed.
 
@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar
 
 from edge.peer.errors import PeerError
-from edge.peer.ledgered import put_prepared
 from edge.peer.notifications import enqueue
 from edge.peer.schema import JTI
 from edge.store.keys import PatientRef
+from edge.store.ledgered import put_prepared
 from edge.store.prepared import PreparedRecord
 from edge.store.resources import ResourceStore
 

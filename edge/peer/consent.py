@@ -34,9 +34,9 @@ from edge.peer.codes import (
 )
 from edge.peer.decision import Provision
 from edge.peer.errors import ConsentInputError
-from edge.peer.ledgered import put_ledgered
 from edge.peer.patients import by_ref
 from edge.store.keys import PatientRef
+from edge.store.ledgered import put_ledgered
 from edge.store.resources import ResourceStore, fhir_instant
 
 _SCOPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",

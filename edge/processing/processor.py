@@ -45,9 +45,9 @@ from edge.storage.group_commit import (
     GroupCommitter,
 )
 from edge.store.keys import PatientRef, StoreKeys
+from edge.store.ledgered import put_prepared
 from edge.store.rekey import rekey_inbox_message
 from edge.store.resources import ResourceStore
-from ledger_client.log import MerkleLog
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,6 @@ class Processor:
         self._claims: dict[int, asyncio.Future[Processed]] = {}
         # Resolves (True: committed) when the most recently claimed message is done.
         self._tail: asyncio.Future[bool] | None = None
-        self._log: MerkleLog | None = None  # lives on the writer's connection and thread
         self._stopping = False
         self._sleep = sleep
         self.last_error = ""
@@ -255,13 +254,9 @@ class Processor:
                          message: Converted) -> tuple[int, tuple[Version, ...]]:
         patient = (PatientRef(*parse_identifier_token(message.patient_key))
                    if message.patient_key else None)
-        if self._log is None:
-            self._log = MerkleLog(conn)
-        stored = self._store.put_many(conn, message.records, patient=patient, log=self._log)
+        stored, size = put_prepared(conn, self._store, message.records, patient=patient)
         if patient is not None:
             rekey_inbox_message(conn, self._keys, row_id, patient)
-        last = stored[-1].ledger_index if stored else None
-        size = self._log.size if last is None else last + 1
         return size, tuple((v.type, v.id, v.version) for v in stored)
 
 

@@ -98,3 +98,13 @@ def _create_erasures(db: sqlite_utils.Database) -> None:
 def _create_kek_state(db: sqlite_utils.Database) -> None:
     db.table(KEK_STATE).create({"id": int, "kek_id": str, "updated_at": str}, pk="id",
                          not_null={"kek_id", "updated_at"})
+
+
+@migration(13, "resources by patient and type")
+def _index_resources_by_patient_and_type(db: sqlite_utils.Database) -> None:
+    # A patient's resources of one type (peer $everything, search by patient and type): with
+    # the patient-only index SQLite chose resources_by_identity (type=?) and scanned every row
+    # of that type at the facility (57 ms for one patient's 9 types beside 400 others,
+    # 0.8 ms with this index). Its prefix serves patient-only lookups, so it replaces that one.
+    db.execute(f"CREATE INDEX resources_by_patient_type ON {RESOURCES} (patient, type, id)")
+    db.execute("DROP INDEX resources_by_patient")

@@ -41,10 +41,10 @@ from edge.config import load_config
 from edge.devca import IssuedCert, create_ca, issue
 from edge.peer.context import issue_context
 from edge.peer.directory import PeerDirectory, cert_thumbprint
-from edge.peer.ledgered import put_ledgered
 from edge.peer.patients import by_identifier, patient_ref_of
 from edge.peer.query import CheckpointRoots, Credentials, PeerOutcome, QuerySpec, query_peers
 from edge.signing import load_signing_key
+from edge.store.ledgered import put_ledgered
 from edge.store.resources import ResourceStore
 from ledger_client.checkpoint import NoteSigner
 from tests.integration.conftest import RunningDaemon, make_instance, start_daemon

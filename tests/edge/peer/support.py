@@ -20,11 +20,11 @@ from edge.config.model import PeerSettings
 from edge.crypto.keys import generate_kek_file, load_keyring
 from edge.peer.context import issue_context
 from edge.peer.directory import Peer, cert_thumbprint
-from edge.peer.ledgered import put_ledgered
 from edge.peer.service import PeerRequest, PeerResponse, PeerService
 from edge.storage.database import connect, migrate
 from edge.storage.group_commit import GroupCommitter
 from edge.store.keys import PatientRef, StoreKeys
+from edge.store.ledgered import put_ledgered
 from edge.store.resources import ResourceStore
 from ledger_client.anchorer import Anchorer
 from ledger_client.checkpoint import NoteSigner

@@ -16,10 +16,10 @@ import pytest
 from edge.crypto.keys import generate_kek_file, load_keyring
 from edge.peer.audit import Actor, AuditRecord, audit_trail, build_audit_event, prepare_audit
 from edge.peer.audit_batch import AuditBatcher, AuditWrite, Replayed
-from edge.peer.ledgered import put_ledgered
 from edge.storage.database import connect, migrate
 from edge.store._tx import write_transaction
 from edge.store.keys import StoreKeys
+from edge.store.ledgered import put_ledgered
 from edge.store.resources import ResourceStore
 from ledger_client.log import MerkleLog
 from tests.edge.peer.support import REF, patient

@@ -1,6 +1,6 @@
 """Store a resource version and append its leaf to the Merkle log, in the caller's
-transaction: the one write path for everything the peer package stores (AuditEvents,
-Consents), the same as the processing stage's for converted messages.
+transaction: the one write path for everything that goes into the log: converted messages
+(the processing stage), AuditEvents and Consents (the peer package).
 
 Why a second ``MerkleLog`` object is safe here: :class:`ledger_client.log.MerkleLog` keeps no
 state between calls (size and frontier are read inside the write transaction), and every
