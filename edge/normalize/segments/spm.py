@@ -92,6 +92,22 @@ def _cx(conv: Conversion, v: Composite, path: str, type_code: str = "") -> dict[
     return out
 
 
+def _type_subject_received(conv: Conversion, specimen: dict[str, Any], type_value: Composite | None,
+                           seg: Segment, received_field: int) -> None:
+    """Specimen.type, .subject and .receivedTime, set alike by the SPM and OBR[Specimen] maps
+    (SPM-4 / SPS-1 type, the message's patient, SPM-18 / OBR-14 received time)."""
+    type_ = coded(type_value, conv.ctx, _MAP_TYPE)
+    if type_:
+        specimen["type"] = type_
+    subject = conv.subject()
+    if subject:
+        specimen["subject"] = subject
+    received = dtm.to_datetime(conv.value(seg, received_field), conv.ctx.zone,
+                               conv.loc(seg, received_field), warn=conv.warnings)
+    if received:
+        specimen["receivedTime"] = received
+
+
 def map_spm(
     conv: Conversion, seg: Segment, *, parent_key: tuple[str, ...], request: str | None
 ) -> dict[str, str]:
@@ -123,15 +139,7 @@ def map_spm(
         status = code_from_map(availability, "YesNoIndicator[AvailabilityStatus]")
         if status in _SPECIMEN_STATUS:
             specimen["status"] = status
-    type_ = coded(conv.first(seg, 4), ctx, _MAP_TYPE)
-    if type_:
-        specimen["type"] = type_
-    subject = conv.subject()
-    if subject:
-        specimen["subject"] = subject
-    received = dtm.to_datetime(conv.value(seg, 18), zone, conv.loc(seg, 18), warn=conv.warnings)
-    if received:
-        specimen["receivedTime"] = received
+    _type_subject_received(conv, specimen, conv.first(seg, 4), seg, 18)
     parents = []
     for v in conv.reps(seg, 3):
         parent_ids, _ = _eip_identifiers(conv, v)
@@ -200,15 +208,7 @@ def specimen_from_obr(
         "resourceType": "Specimen",
         "id": conv.unique_id("Specimen", *parent_key, "OBR-15"),
     }
-    type_ = coded(source.part(1), ctx, _MAP_TYPE)
-    if type_:
-        specimen["type"] = type_
-    subject = conv.subject()
-    if subject:
-        specimen["subject"] = subject
-    received = dtm.to_datetime(conv.value(obr, 14), zone, conv.loc(obr, 14), warn=conv.warnings)
-    if received:
-        specimen["receivedTime"] = received
+    _type_subject_received(conv, specimen, source.part(1), obr, 14)
     if request:
         specimen["request"] = [{"reference": request}]
     collection: dict[str, Any] = {}
