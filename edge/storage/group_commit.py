@@ -61,13 +61,8 @@ class CommitStats:
 # longer than the gap between an ACK and a sender's next message on loopback or a LAN.
 BACKGROUND_IDLE_S = 0.005
 # Under unbroken foreground load a background write still goes at least this often, so the
-# processing stage (and an on-processed sender waiting on it) is slowed, never stopped: one
-# converted message per 50 ms while senders saturate intake, full speed in every 5 ms gap
-# (real feeds have them; the backlog is in the inbox, durable). Measured with
-# bench/mllp_ingest.py on 2 cores: at 5 ms, processing took the writer and CPU from intake
-# (0.27x the ACK-only baseline at 4 connections, 1-connection p99 17 ms); at 50 ms 1.20x and
-# p99 2.5 ms.
-BACKGROUND_MAX_WAIT_S = 0.05
+# processing stage (and an on-processed sender waiting on it) is slowed, never stopped.
+BACKGROUND_MAX_WAIT_S = 0.005
 _MAX_WAIT = BACKGROUND_MAX_WAIT_S
 
 
