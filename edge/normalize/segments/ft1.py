@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from edge.er7 import Segment
 from edge.normalize.conversion import Conversion
-from edge.normalize.datatypes import dtm, ei, nm, xcn
+from edge.normalize.datatypes import dr, dtm, ei, nm, xcn
 from edge.normalize.datatypes.cwe import codeable_concept
 from edge.normalize.errors import NormalizeError
 
@@ -80,13 +80,8 @@ def map_ft1(conv: Conversion, seg: Segment) -> str | None:
     charge["subject"] = subject
     if conv.encounter_ref:
         charge["context"] = {"reference": conv.encounter_ref}
-    if when is not None:
-        start = dtm.to_datetime(when.part(1)[1], zone, conv.loc(seg, 4, 1), warn=conv.warnings)
-        end = dtm.to_datetime(when.part(2)[1], zone, conv.loc(seg, 4, 2), warn=conv.warnings)
-        if start and end:
-            charge["occurrencePeriod"] = {"start": start, "end": end}
-        elif start:
-            charge["occurrenceDateTime"] = start
+    dr.period_or_datetime(charge, "occurrence",
+                          *dr.bounds(when, zone, conv.loc(seg, 4), conv.warnings))
     performers = []
     for v in conv.reps(seg, 20):
         actor = xcn.practitioner(conv, v, conv.loc(seg, 20))

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from edge.er7 import Segment
 from edge.normalize.conversion import Conversion
-from edge.normalize.datatypes import cx, dtm, ei, xcn
+from edge.normalize.datatypes import cx, dr, dtm, ei, xcn
 from edge.normalize.datatypes.cwe import code_from_map, codeable_concept
 from edge.normalize.errors import NormalizeError
 from edge.normalize.segments import spm
@@ -146,10 +146,7 @@ def map_obr(conv: Conversion, obr: Segment, orc: Segment | None, *, report: bool
     diagnostic["subject"] = request["subject"]
     if conv.encounter_ref:
         diagnostic["encounter"] = {"reference": conv.encounter_ref}
-    if start and end:
-        diagnostic["effectivePeriod"] = {"start": start, "end": end}
-    elif start:
-        diagnostic["effectiveDateTime"] = start
+    dr.period_or_datetime(diagnostic, "effective", start, end)
     issued = dtm.to_instant(conv.value(obr, 22), zone, conv.loc(obr, 22), warn=conv.warnings)
     if issued:
         diagnostic["issued"] = issued

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from edge.er7 import Segment
 from edge.normalize.conversion import Conversion
-from edge.normalize.datatypes import dtm, ed, ei, nm, sn, xcn, xon
+from edge.normalize.datatypes import dr, dtm, ed, ei, nm, sn, xcn, xon
 from edge.normalize.datatypes.cwe import code_from_map, codeable_concept
 from edge.normalize.errors import NormalizeError
 from edge.normalize.validate import REQUIRED_BINDINGS
@@ -120,8 +120,7 @@ def observation_value(conv: Conversion, seg: Segment, value_type: str) -> dict[s
         value = dtm.to_time(v[1], path, warn=conv.warnings)
         return {"valueTime": value} if value else {}
     if kind == "DR":
-        start = dtm.to_datetime(v.part(1)[1], conv.ctx.zone, f"{path}.1", warn=conv.warnings)
-        end = dtm.to_datetime(v.part(2)[1], conv.ctx.zone, f"{path}.2", warn=conv.warnings)
+        start, end = dr.bounds(v, conv.ctx.zone, path, conv.warnings)
         period = {k: x for k, x in (("start", start), ("end", end)) if x}
         return {"valuePeriod": period} if period else {}
     if kind == "NR":

@@ -26,7 +26,7 @@ from edge.er7 import Segment
 from edge.normalize import vocab
 from edge.normalize.context import NormalizeContext
 from edge.normalize.conversion import Conversion
-from edge.normalize.datatypes import cq, dtm, ei, xcn
+from edge.normalize.datatypes import cq, dr, dtm, ei, xcn
 from edge.normalize.datatypes.cwe import code_from_map, codeable_concept
 from edge.normalize.datatypes.cx import identifier_type
 from edge.normalize.datatypes.hd import authority_system
@@ -150,16 +150,8 @@ def map_spm(
     if request:
         specimen["request"] = [{"reference": request}]
     collection: dict[str, Any] = {}
-    collected = conv.first(seg, 17)
-    if collected is not None:
-        start = dtm.to_datetime(
-            collected.part(1)[1], zone, conv.loc(seg, 17, 1), warn=conv.warnings
-        )
-        end = dtm.to_datetime(collected.part(2)[1], zone, conv.loc(seg, 17, 2), warn=conv.warnings)
-        if start and end:
-            collection["collectedPeriod"] = {"start": start, "end": end}
-        elif start:
-            collection["collectedDateTime"] = start
+    dr.period_or_datetime(collection, "collected",
+                          *dr.bounds(conv.first(seg, 17), zone, conv.loc(seg, 17), conv.warnings))
     amount = cq.quantity(conv.first(seg, 12))
     if amount is not None:
         collection["quantity"] = amount
@@ -217,10 +209,7 @@ def specimen_from_obr(
         collection["collector"] = collector
     start = dtm.to_datetime(conv.value(obr, 7), zone, conv.loc(obr, 7), warn=conv.warnings)
     end = dtm.to_datetime(conv.value(obr, 8), zone, conv.loc(obr, 8), warn=conv.warnings)
-    if start and end:
-        collection["collectedPeriod"] = {"start": start, "end": end}
-    elif start:
-        collection["collectedDateTime"] = start
+    dr.period_or_datetime(collection, "collected", start, end)
     volume = cq.quantity(conv.first(obr, 9))
     if volume is not None:
         collection["quantity"] = volume
