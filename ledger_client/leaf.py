@@ -64,7 +64,7 @@ class _Layout(Enum):
 
 
 _EXACT_INT = 2**53 - 1  # RFC 8785 numbers are IEEE-754 doubles (section 3.2.2.3)
-_FLOAT_SAME_LAYOUT = 1e-4  # from here up, repr() uses no exponent (see _json_equals_jcs)
+_FLOAT_SAME_LAYOUT = 1e-4  # from here up, repr() uses no exponent (see _json_layout)
 
 
 def _json_layout(node: Any) -> _Layout:
