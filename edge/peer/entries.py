@@ -36,9 +36,9 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from edge.crypto.envelope import AAD
 from edge.crypto.errors import IntegrityError
@@ -48,11 +48,12 @@ from edge.store.keys import KeyRow
 from edge.store.resources import (
     BASE_COLUMNS,
     CURRENT_ONLY,
+    KEY_ROW_BY_ID,
     ROW_FROM,
     ResourceStore,
     ResourceVersion,
 )
-from edge.store.schema import DATA_KEYS, RESOURCES
+from edge.store.schema import RESOURCES
 from ledger_client.anchorer import LocalAnchor
 from ledger_client.errors import LedgerError
 from ledger_client.log import MerkleLog
@@ -63,7 +64,6 @@ log = logging.getLogger(__name__)
 DEFAULT_RECORD_BUDGET: Final = 64 << 20  # bytes of bodies and JSON kept
 DEFAULT_ENTRY_BUDGET: Final = 64 << 20  # bytes of entry JSON kept
 _OVERHEAD = 256  # per item: the objects around the bytes
-_KEY_ROW = f"SELECT key_id, purpose, owner, wrapped FROM {DATA_KEYS} WHERE key_id = ?"  # noqa: S608
 
 
 def _compact(value: Any) -> bytes:
@@ -105,44 +105,63 @@ class Record:
 _Identity = tuple[str, str, int, bytes | None, str, bytes, bytes]
 
 
-class RecordCache:
-    """Opened records by row number (see the module docstring for when one is reused).
-    Thread-safe; bounded by ``budget`` bytes, dropping the oldest entries first."""
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
-    def __init__(self, budget: int = DEFAULT_RECORD_BUDGET) -> None:
+
+class _Bounded(Generic[K, V]):
+    """Values by key, at most ``budget`` bytes by their callers' ``cost``, dropping the
+    oldest first. Thread-safe: writes under a lock; a read is one dict lookup."""
+
+    def __init__(self, budget: int) -> None:
         self._budget = budget
         self._used = 0
-        self._items: dict[int, tuple[_Identity, Record, int]] = {}
+        self._items: dict[K, tuple[V, int]] = {}
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def get(self, row: int, identity: _Identity) -> Record | None:
-        item = self._items.get(row)
-        if item is None or item[0] != identity:
-            return None
-        return item[1]
+    def _get(self, key: K) -> V | None:
+        item = self._items.get(key)
+        return None if item is None else item[0]
 
-    def put(self, identity: _Identity, record: Record) -> None:
-        cost = len(identity[5]) + len(record.json) + _OVERHEAD
+    def _put(self, key: K, value: V, cost: int) -> None:
+        cost += _OVERHEAD
         with self._lock:
-            old = self._items.pop(record.row, None)
+            old = self._items.pop(key, None)
             if old is not None:
-                self._used -= old[2]
+                self._used -= old[1]
             while self._items and self._used + cost > self._budget:
                 oldest = next(iter(self._items))
-                self._used -= self._items.pop(oldest)[2]
+                self._used -= self._items.pop(oldest)[1]
             if cost <= self._budget:
-                self._items[record.row] = (identity, record, cost)
+                self._items[key] = (value, cost)
                 self._used += cost
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
             self._used = 0
+
+
+class RecordCache(_Bounded[int, tuple[_Identity, Record]]):
+    """Opened records by row number (see the module docstring for when one is reused),
+    bounded by ``budget`` bytes of sealed bodies and JSON."""
+
+    def __init__(self, budget: int = DEFAULT_RECORD_BUDGET) -> None:
+        super().__init__(budget)
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, row: int, identity: _Identity) -> Record | None:
+        item = self._get(row)
+        if item is None or item[0] != identity:
+            return None
+        return item[1]
+
+    def put(self, identity: _Identity, record: Record) -> None:
+        self._put(record.row, (identity, record), len(identity[5]) + len(record.json))
 
     def current(self, conn: sqlite3.Connection, store: ResourceStore, owner: bytes,
                 types: Sequence[str]) -> list[Record]:
@@ -153,8 +172,8 @@ class RecordCache:
         the store's read does. Call it inside a read snapshot."""
         found: list[Record] = []
         for rtype in types:
-            # One statement per type, as the store's search: the planner takes the identity
-            # index (type, id, version), never a scan of the patient's AuditEvents.
+            # One statement per type, as the store's search: the (patient, type, id) index
+            # finds them without reading the patient's other types (AuditEvents above all).
             rows = conn.execute(
                 f"SELECT {BASE_COLUMNS}, k.key_id FROM {ROW_FROM} "  # noqa: S608
                 f"WHERE {CURRENT_ONLY} AND r.patient = ? AND r.type = ? ORDER BY r.id",
@@ -186,44 +205,24 @@ class RecordCache:
                                  version=r[3], key_id=r[5])
         key_row: KeyRow | None = None
         if store.keys.cached(r[5]) is None:
-            key_row = conn.execute(_KEY_ROW, (r[5],)).fetchone()
+            key_row = conn.execute(KEY_ROW_BY_ID, (r[5],)).fetchone()
         record = Record.of(store.open_row(r[:10], key_row))
         self.put(identity, record)
         return record
 
 
-class EntryCache:
-    """Entry JSON bytes by (leaf index, anchored tree size, leaf hash). Thread-safe; bounded
-    by ``budget`` bytes, dropping the oldest entries first."""
+class EntryCache(_Bounded[tuple[int, int, bytes], bytes]):
+    """Entry JSON bytes by (leaf index, anchored tree size, leaf hash), bounded by ``budget``
+    bytes."""
 
     def __init__(self, budget: int = DEFAULT_ENTRY_BUDGET) -> None:
-        self._budget = budget
-        self._used = 0
-        self._items: dict[tuple[int, int, bytes], bytes] = {}
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._items)
+        super().__init__(budget)
 
     def get(self, key: tuple[int, int, bytes]) -> bytes | None:
-        return self._items.get(key)
+        return self._get(key)
 
     def put(self, key: tuple[int, int, bytes], entry: bytes) -> None:
-        cost = len(entry) + _OVERHEAD
-        with self._lock:
-            if key in self._items:
-                return
-            while self._items and self._used + cost > self._budget:
-                oldest = next(iter(self._items))
-                self._used -= len(self._items.pop(oldest)) + _OVERHEAD
-            if cost <= self._budget:
-                self._items[key] = entry
-                self._used += cost
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._used = 0
+        self._put(key, entry, len(entry))
 
     def entries(self, records: Sequence[Record], anchored: LocalAnchor | None,
                 conn: sqlite3.Connection) -> list[bytes]:

@@ -57,7 +57,7 @@ BASE_COLUMNS = ("r.row, r.type, r.id, r.version, r.patient, r.key_id, r.last_upd
                 "r.leaf_hash, r.ledger_index")
 ROW_COLUMNS = f"{BASE_COLUMNS}, k.key_id, k.purpose, k.owner, k.wrapped"
 ROW_FROM = f"{RESOURCES} r LEFT JOIN {DATA_KEYS} k ON k.key_id = r.key_id"
-_KEY_ROW = f"SELECT key_id, purpose, owner, wrapped FROM {DATA_KEYS} WHERE key_id = ?"  # noqa: S608
+KEY_ROW_BY_ID = f"SELECT key_id, purpose, owner, wrapped FROM {DATA_KEYS} WHERE key_id = ?"  # noqa: S608
 _KEY_OF_OWNER = f"SELECT key_id FROM {DATA_KEYS} WHERE purpose = ? AND owner = ?"  # noqa: S608
 _INSERT_VERSION = (f"INSERT INTO {RESOURCES} (type, id, version, patient, key_id, "  # noqa: S608
                    "last_updated, body, leaf_hash, ledger_index) "
@@ -215,9 +215,10 @@ class ResourceStore:
             # Index rows describe current versions only: the newest of each Type/id here.
             index_rows: dict[tuple[str, str], tuple[int, frozenset[IndexTerm]]] = {}
             for offset, (record, version, salt, leaf, body) in enumerate(sealed):
+                index = None if first is None else first + offset
                 row = conn.execute(_INSERT_VERSION, (
                     record.type, record.id, version, owner, key.key_id, now, body, leaf,
-                    None if first is None else first + offset)).lastrowid
+                    index)).lastrowid
                 assert row is not None
                 if version > 1:
                     for table in (IDENTIFIERS, DEMOGRAPHICS):
@@ -227,7 +228,7 @@ class ResourceStore:
                             (record.type, record.id, version))
                 index_rows[(record.type, record.id)] = (row, record.terms)
                 stored.append(StoredVersion(record.type, record.id, version, leaf, salt, row,
-                                            now, None if first is None else first + offset))
+                                            now, index))
             identifiers, demographics = [], []
             for row, terms in index_rows.values():
                 for kind, fields in terms:
@@ -373,7 +374,7 @@ class ResourceStore:
         for r in rows:
             key_row = None
             if self.keys.cached(r[5]) is None:
-                key_row = conn.execute(_KEY_ROW, (r[5],)).fetchone()
+                key_row = conn.execute(KEY_ROW_BY_ID, (r[5],)).fetchone()
                 if key_row is None and conn.execute(
                         f"SELECT 1 FROM {RESOURCES} WHERE row = ?", (r[0],)).fetchone() is None:  # noqa: S608
                     continue
