@@ -22,7 +22,7 @@ from typing import Any, Final, Literal
 
 from edge.peer.codes import ACT_REASON, FACILITY_SYSTEM, PRACTITIONER_SYSTEM
 from edge.store.keys import PatientRef
-from edge.store.ledgered import put_ledgered, put_prepared
+from edge.store.ledgered import put_ledgered
 from edge.store.prepared import PreparedRecord, prepare_record
 from edge.store.resources import ResourceStore, StoredVersion, fhir_instant
 
@@ -181,15 +181,9 @@ def write_audit(conn: sqlite3.Connection, store: ResourceStore, events: list[dic
 
 def prepare_audit(events: list[dict[str, Any]]) -> list[PreparedRecord]:
     """The events made ready to store (:func:`edge.store.prepared.prepare_record`), away from
-    the writer: pass them to :func:`write_prepared_audit` inside the group-commit op."""
+    the writer: pass them to :func:`edge.store.ledgered.put_prepared` inside the
+    group-commit op."""
     return [prepare_record(event) for event in events]
-
-
-def write_prepared_audit(conn: sqlite3.Connection, store: ResourceStore,
-                         events: list[PreparedRecord],
-                         patient: PatientRef | None) -> tuple[list[StoredVersion], int]:
-    """:func:`write_audit` for events from :func:`prepare_audit`."""
-    return put_prepared(conn, store, events, patient=patient)
 
 
 def audit_trail(conn: sqlite3.Connection, store: ResourceStore,

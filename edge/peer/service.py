@@ -50,7 +50,6 @@ from edge.peer.audit import (
     Pattern,
     build_audit_event,
     prepare_audit,
-    write_prepared_audit,
 )
 from edge.peer.audit_batch import AuditBatcher, AuditWrite, Replayed
 from edge.peer.codes import (
@@ -68,6 +67,7 @@ from edge.storage.database import connect
 from edge.storage.group_commit import GroupCommitter
 from edge.store._tx import read_snapshot
 from edge.store.keys import PatientRef, StoreKeys
+from edge.store.ledgered import put_prepared
 from edge.store.prepared import PreparedRecord
 from edge.store.resources import ResourceStore, ResourceVersion, fhir_instant
 from ledger_client.anchorer import LocalAnchor
@@ -457,7 +457,7 @@ class PeerService:
                                   facility=self.facility)
         prepared = prepare_audit([event])
         _, size = await self._committer.run(
-            lambda conn: write_prepared_audit(conn, self._store, prepared, None))
+            lambda conn: put_prepared(conn, self._store, prepared, patient=None))
         self._on_appended(size)
 
     # -- metadata and checkpoints -----------------------------------------------------------
