@@ -8,13 +8,15 @@ commits once, and only then resolves the callers' futures. A caller's future res
 therefore the promise that its write is on disk.
 
 Two lanes: *foreground* writes (intake: a sender waits for its ACK) and *background* writes
-(the processing stage, whose operations store a message's resources and take milliseconds
-of CPU). A transaction takes every waiting foreground write; a background write runs alone,
+(the processing stage, whose operations store messages' resources and take milliseconds of
+CPU). A transaction takes every waiting foreground write; a background write runs alone,
 and only once no foreground write has come for ``BACKGROUND_IDLE_S``: a sender pipelining
-or sending back to back is rarely kept waiting by processing, an ACK waits behind at most one
-background write, and under sustained load processing slows to one write per
+or sending back to back is rarely kept waiting by processing. A background operation made
+of several messages asks :meth:`GroupCommitter.should_yield` between them and stops once a
+foreground write has waited ``BACKGROUND_SLICE_S``, so an ACK waits behind at most that much
+processing. Under sustained foreground load processing still gets a slice every
 ``BACKGROUND_MAX_WAIT_S`` (its backlog stays ``received`` on disk, visible as pending) and
-catches up in the gaps.
+catches up in the gaps, many messages per fsync.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ BACKGROUND_IDLE_S = 0.005
 # processing stage (and an on-processed sender waiting on it) is slowed, never stopped.
 BACKGROUND_MAX_WAIT_S = 0.005
 _MAX_WAIT = BACKGROUND_MAX_WAIT_S
+# How long a background operation may keep a foreground write waiting: one slice of
+# processing in every BACKGROUND_MAX_WAIT_S under unbroken intake.
+BACKGROUND_SLICE_S = 0.002
 
 
 def _set_result(job: _Job[Any]) -> None:
@@ -75,7 +80,8 @@ def _set_result(job: _Job[Any]) -> None:
         job.future.set_result(job.result)
 
 
-def _classify(exc: sqlite3.Error) -> StorageError:
+def storage_error(exc: sqlite3.Error) -> StorageError:
+    """What a caller of :meth:`GroupCommitter.run` gets for a database error."""
     text = str(exc)
     # SQLITE_FULL, SQLITE_IOERR and SQLITE_BUSY/LOCKED clear up without a code change.
     retriable = isinstance(exc, sqlite3.OperationalError)
@@ -136,6 +142,12 @@ class GroupCommitter:
             self._conn.close()
             self._conn = None
 
+    def should_yield(self, started: float) -> bool:
+        """For a background operation made of parts (on the writer thread): stop after the
+        current part, because a foreground write is waiting and the operation, begun at
+        ``started`` (``time.monotonic()``), has had its slice."""
+        return bool(self._foreground) and time.monotonic() - started >= BACKGROUND_SLICE_S
+
     def quiet_for(self) -> float:
         """Seconds since the last foreground write was taken (how busy intake is)."""
         return time.monotonic() - self._last_foreground
@@ -178,12 +190,12 @@ class GroupCommitter:
                     job.result = job.op(conn)
                 except Exception as exc:  # noqa: BLE001 - handed to the caller's future
                     conn.execute("ROLLBACK TO job")
-                    job.error = _classify(exc) if isinstance(exc, sqlite3.Error) else exc
+                    job.error = storage_error(exc) if isinstance(exc, sqlite3.Error) else exc
                 conn.execute("RELEASE job")
             conn.execute("COMMIT")
             self.healthy = True
         except sqlite3.Error as exc:
-            error = _classify(exc)
+            error = storage_error(exc)
             log.error("group commit failed", extra={"fields": {"operations": len(batch),
                                                                "reason": error.reason}})
             self.healthy = False
