@@ -57,11 +57,12 @@ def _parse(text: str, path: str) -> _Parts:
         raise NormalizeError(path, "not a valid DTM (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ])")
     try:
         parts = _Parts(match)
-        # Validate the calendar fields that were sent.
+        # Validate the calendar fields that were sent (a sent month or day of 00 is
+        # invalid, not absent: ``or 1`` would let it through).
         datetime(
             parts.year or 1,
-            parts.month or 1,
-            parts.day or 1,
+            1 if parts.month is None else parts.month,
+            1 if parts.day is None else parts.day,
             parts.hour or 0,
             parts.minute or 0,
             parts.second or 0,

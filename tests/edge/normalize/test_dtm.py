@@ -47,7 +47,8 @@ def test_instant_is_padded_to_seconds_and_date_drops_the_time() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["20241301", "20240230", "2024-03-05", "0000", "PIDDOB!", "20240305130709-050"]
+    "text", ["20241301", "20240230", "2024-03-05", "0000", "PIDDOB!", "20240305130709-050",
+             "20040011211000", "200400", "20040100", "2004010012"]
 )
 def test_invalid_values_fail_naming_the_path_not_the_value(text: str) -> None:
     with pytest.raises(NormalizeError) as caught:
