@@ -8,7 +8,7 @@ ACK, sends the next (how interface engines behave). Prints ratios; asserts nothi
 Targets (issue 3): at 4 and 16 connections ours ≥ 0.8x the baseline's throughput; at 1
 connection p99 ACK latency ≤ 2 ms.
 
-    .venv/bin/python bench/mllp_ingest.py [--seconds 5]
+    .venv/bin/python bench/mllp_ingest.py [--seconds 5] [--connections 1,4,16]
 """
 
 from __future__ import annotations
@@ -186,6 +186,8 @@ def pct(values: list[float], p: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", default="1,4,16",
+                        help="comma-separated connection counts (default 1,4,16)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="hie-bench-"))
     ours, our_port = start_ours(workdir)
@@ -193,7 +195,7 @@ def main() -> None:
     try:
         print(f"{'conns':>5} {'ours msg/s':>11} {'base msg/s':>11} {'ratio':>6} "
               f"{'ours p50':>9} {'ours p99':>9} {'base p50':>9} {'base p99':>9}  (ms)")
-        for connections in (1, 4, 16):
+        for connections in (int(c) for c in args.connections.split(",")):
             asyncio.run(drive(our_port, connections, 0.5, f"warm{connections}"))
             asyncio.run(drive(base_port, connections, 0.5, f"warm{connections}"))
             o_rate, o_lat = asyncio.run(drive(our_port, connections, args.seconds,

@@ -127,18 +127,20 @@ def _fail(row: int, aad: AAD, key_id: str | None, problem: str) -> IntegrityErro
                           row_id=aad.row_id, version=aad.version, key_id=key_id)
 
 
-def _latest_versions(conn: sqlite3.Connection,
-                     idents: Collection[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    """The newest stored version of each ``(type, id)`` (0 for none), a few hundred per
-    statement: one lookup of the identity index each, without a statement per resource."""
-    found: dict[tuple[str, str], int] = {}
+def _latest_versions(conn: sqlite3.Connection, idents: Collection[tuple[str, str]]
+                     ) -> dict[tuple[str, str], tuple[int, int | None]]:
+    """The newest stored version of each ``(type, id)`` and its row (``(0, None)`` for none),
+    a few hundred per statement: one probe of the identity index each, without a statement
+    per resource."""
+    found: dict[tuple[str, str], tuple[int, int | None]] = {}
     pending = list(idents)
     for start in range(0, len(pending), _IDENTS_PER_STATEMENT):
         chunk = pending[start:start + _IDENTS_PER_STATEMENT]
         rows = ",".join(["(?, ?)"] * len(chunk))
-        found.update(((t, i), int(v or 0)) for t, i, v in conn.execute(
-            "SELECT v.column1, v.column2, (SELECT max(version) FROM "  # noqa: S608
-            f"{RESOURCES} r WHERE r.type = v.column1 AND r.id = v.column2) FROM (VALUES {rows}) v",
+        found.update(((t, i), (int(v or 0), row)) for t, i, v, row in conn.execute(
+            "SELECT v.column1, v.column2, r.version, r.row FROM (VALUES "  # noqa: S608
+            f"{rows}) v LEFT JOIN {RESOURCES} r ON r.row = (SELECT row FROM {RESOURCES} "
+            "WHERE type = v.column1 AND id = v.column2 ORDER BY version DESC LIMIT 1)",
             [part for ident in chunk for part in ident]))
     return found
 
@@ -201,7 +203,15 @@ class ResourceStore:
             key = ((self.keys.cached(found[0]) if found is not None else None)
                    or self.keys.for_owner(conn, owner))
             now = fhir_instant(self._clock())
-            latest = _latest_versions(conn, {(r.type, r.id) for r in records})
+            stored_before = _latest_versions(conn, {(r.type, r.id) for r in records})
+            latest = {ident: version for ident, (version, _) in stored_before.items()}
+            # Index rows describe current versions only, so only the newest stored version
+            # of each resource written here can have any: they go (one probe each, however
+            # long the history).
+            replaced = [(row,) for _, row in stored_before.values() if row is not None]
+            for table in (IDENTIFIERS, DEMOGRAPHICS):
+                conn.executemany(f"DELETE FROM {table} WHERE resource = ?",  # noqa: S608
+                                 replaced)
             sealed: list[tuple[PreparedRecord, int, bytes, bytes, bytes]] = []
             for record in records:
                 ident = (record.type, record.id)
@@ -212,7 +222,7 @@ class ResourceStore:
                 sealed.append((record, version, salt, leaf_hash(plain), body))
             first = None if log is None else log.append([item[3] for item in sealed])
             stored: list[StoredVersion] = []
-            # Index rows describe current versions only: the newest of each Type/id here.
+            # The newest of each Type/id here gets index rows.
             index_rows: dict[tuple[str, str], tuple[int, frozenset[IndexTerm]]] = {}
             for offset, (record, version, salt, leaf, body) in enumerate(sealed):
                 index = None if first is None else first + offset
@@ -220,12 +230,6 @@ class ResourceStore:
                     record.type, record.id, version, owner, key.key_id, now, body, leaf,
                     index)).lastrowid
                 assert row is not None
-                if version > 1:
-                    for table in (IDENTIFIERS, DEMOGRAPHICS):
-                        conn.execute(
-                            f"DELETE FROM {table} WHERE resource IN (SELECT row FROM "  # noqa: S608
-                            f"{RESOURCES} WHERE type = ? AND id = ? AND version < ?)",
-                            (record.type, record.id, version))
                 index_rows[(record.type, record.id)] = (row, record.terms)
                 stored.append(StoredVersion(record.type, record.id, version, leaf, salt, row,
                                             now, index))

@@ -10,7 +10,9 @@ import pytest
 from edge.crypto.errors import IndexInputError
 from edge.store.errors import ResourceInputError
 from edge.store.keys import PatientRef
+from edge.store.prepared import prepare_record
 from edge.store.resources import ResourceStore
+from edge.store.schema import DEMOGRAPHICS, IDENTIFIERS
 from ledger_client.leaf import record_leaf
 from tests.edge.store.store_support import (
     SYSTEM,
@@ -77,6 +79,25 @@ def test_search_by_identifier_and_patient_returns_current_versions(
     both = store.search(conn, patient=patient_ref(2), identifier="urn:accession|ACC2-0")
     assert [v.id for v in both] == ["obs-2-0"]
     assert store.search(conn, patient=patient_ref(1), identifier="urn:accession|ACC2-0") == []
+
+
+def test_only_the_current_version_has_index_rows_however_long_the_history(
+        conn: sqlite3.Connection, store: ResourceStore) -> None:
+    for n in range(4):
+        store.put(conn, patient_resource(1, identifier=[{"system": SYSTEM, "value": f"V{n}"}]),
+                  patient=patient_ref(1))
+    # Two versions in one write: the second is current.
+    store.put_many(conn, [prepare_record(patient_resource(
+        1, identifier=[{"system": SYSTEM, "value": f"V{n}"}])) for n in (4, 5)],
+        patient=patient_ref(1))
+    [current] = store.search(conn, identifier=f"{SYSTEM}|V5")
+    assert current.version == 6
+    assert all(store.search(conn, identifier=f"{SYSTEM}|V{n}") == [] for n in range(5))
+    rows = {table: {row for (row,) in conn.execute(
+        f"SELECT DISTINCT resource FROM {table}")}
+        for table in (IDENTIFIERS, DEMOGRAPHICS)}
+    assert rows == {IDENTIFIERS: {current.row}, DEMOGRAPHICS: {current.row}}
+    assert store.search_patients(conn, family="Quxfamily1")[0].version == 6
 
 
 def test_search_patients_by_demographics_uses_normalized_matching(
