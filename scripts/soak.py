@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from adapters.mllp.client import MLLPClient, parse_ack  # noqa: E402
 from edge.instance import InitOptions, init_instance  # noqa: E402
+from tests.faults.support import record_figures  # noqa: E402
 
 ORU = ("MSH|^~\\&|LAB|HOSP|HIE|EDGE|202601011200||ORU^R01^ORU_R01|{id}|P|2.5.1\r"
        "PID|1||PAT{n}^^^HOSP^MR||DOE^JANE||19800101|F\r"
@@ -192,10 +193,11 @@ async def monitor(daemon: Daemon, run: Run, go: asyncio.Event, interval: float,
         await asyncio.sleep(interval)
 
 
-def verdict(run: Run, warmup: int, max_growth_mib: float) -> tuple[bool, str]:
+def verdict(run: Run, warmup: int, max_growth_mib: float
+            ) -> tuple[bool, str, dict[str, float]]:
     after = [s for s in run.samples if s.processed >= warmup]
     if len(after) < 2:
-        return False, "too few samples after warm-up: raise --messages or lower --warmup"
+        return False, "too few samples after warm-up: raise --messages or lower --warmup", {}
     start = after[0].rss_mib
     peak = max(s.rss_mib for s in after)
     end = statistics.median(s.rss_mib for s in after[-3:])
@@ -205,7 +207,11 @@ def verdict(run: Run, warmup: int, max_growth_mib: float) -> tuple[bool, str]:
             f"{peak:.1f} MiB, end {end:.1f} MiB, growth {peak - start:+.1f} MiB "
             f"(bound {max_growth_mib:g} MiB), slope {slope:+.2f} MiB per 100k messages; "
             f"workers at end {after[-1].workers_mib:.1f} MiB")
-    return peak - start <= max_growth_mib, text
+    figures = {"rss_start_mib": round(start, 1), "rss_peak_mib": round(peak, 1),
+               "rss_end_mib": round(end, 1), "rss_growth_mib": round(peak - start, 1),
+               "rss_slope_mib_per_100k": round(slope, 2),
+               "workers_end_mib": round(after[-1].workers_mib, 1)}
+    return peak - start <= max_growth_mib, text, figures
 
 
 async def soak(args: argparse.Namespace, directory: Path) -> int:
@@ -229,7 +235,7 @@ async def soak(args: argparse.Namespace, directory: Path) -> int:
         watcher.cancel()
         code = daemon.stop()
     elapsed = time.monotonic() - started
-    ok, text = verdict(run, args.warmup, args.max_growth_mb)
+    ok, text, rss = verdict(run, args.warmup, args.max_growth_mb)
     final = run.samples[-1]
     print(f"\n{run.acked:,} of {run.total:,} messages acknowledged ({run.rejected} rejected) "
           f"in {elapsed:.0f} s ({run.acked / elapsed:.0f} msg/s through the whole path); "
@@ -237,6 +243,13 @@ async def soak(args: argparse.Namespace, directory: Path) -> int:
     print(text)
     ok = ok and run.acked == run.total and run.rejected == 0 and code == 0
     print("PASS" if ok else "FAIL")
+    # Beside the fault tests' figures in BENCHMARKS.md (scripts/bench_report.py).
+    record_figures("soak", {
+        "messages": run.total, "acknowledged": run.acked, "rejected": run.rejected,
+        "connections": args.connections, "seconds": round(elapsed),
+        "msg_per_s": round(run.acked / elapsed), "log_size": final.log_size,
+        "anchored": final.anchored, "warmup": args.warmup, **rss,
+        "verdict": "pass" if ok else "fail"})
     return 0 if ok else 1
 
 
