@@ -9,7 +9,8 @@ transaction left off: nothing acknowledged is skipped, nothing is stored twice.
 
 Conversion runs in worker processes (:mod:`edge.processing.worker`); storing runs on the
 group-commit writer, so the resource rows, their leaves and the message's new state commit
-together.
+together. Every converted message at the head of the claim order goes into one writer
+operation, each in its own savepoint: a backlog drains at a fraction of an fsync per message.
 
 Messages convert concurrently but commit in the order they were claimed (inbox order): an
 A08 received after an A01 must leave the Patient as the A08 says, whichever conversion
