@@ -8,7 +8,8 @@ salt and leaf hash). The baseline is a plaintext store of the same rows written 
 statements: the same tables and indexes with plaintext in place of ciphertext and plaintext
 identifier/demographic values (normalized the same way) in place of blind indexes, the same
 canonical JSON, salt and
-leaf hash (the ledger needs them either way), one version lookup per message, the same WAL +
+leaf hash (the ledger needs them either way), the same version lookup and index-row replacement
+per message, the same WAL +
 synchronous=FULL connection and the same transaction batching. Reads: ``read(type, id)``
 (decrypt and verify every check) against SELECT + ``json.loads``. A second, bare baseline
 (``json.dumps`` into one table, no leaf, no index rows) is printed for context.
@@ -86,7 +87,7 @@ CREATE TABLE resources (row INTEGER PRIMARY KEY, type TEXT NOT NULL, id TEXT NOT
     version INTEGER NOT NULL, patient TEXT, last_updated TEXT NOT NULL, body BLOB NOT NULL,
     salt BLOB NOT NULL, leaf_hash BLOB NOT NULL, ledger_index INTEGER);
 CREATE UNIQUE INDEX resources_by_identity ON resources (type, id, version);
-CREATE INDEX resources_by_patient ON resources (patient);
+CREATE INDEX resources_by_patient_type ON resources (patient, type, id);
 CREATE INDEX resources_unanchored ON resources (row) WHERE ledger_index IS NULL;
 CREATE TABLE resource_identifiers (resource INTEGER NOT NULL REFERENCES resources(row),
     value TEXT NOT NULL);
@@ -104,10 +105,18 @@ def plain_put_many(conn: sqlite3.Connection, resources: Sequence[Resource],
     """The plaintext twin of ``put_many``: the same statements, no keys."""
     idents = [(r["resourceType"], r["id"]) for r in resources]
     rows = ",".join(["(?, ?)"] * len(idents))
-    latest = {(t, i): v or 0 for t, i, v in conn.execute(
-        "SELECT v.column1, v.column2, (SELECT max(version) FROM resources r WHERE "
-        f"r.type = v.column1 AND r.id = v.column2) FROM (VALUES {rows}) v",
-        [part for ident in idents for part in ident])}
+    latest: dict[tuple[str, str], int] = {}
+    replaced: list[tuple[int]] = []
+    for t, i, v, row in conn.execute(
+            "SELECT v.column1, v.column2, r.version, r.row FROM (VALUES "
+            f"{rows}) v LEFT JOIN resources r ON r.row = (SELECT row FROM resources "
+            "WHERE type = v.column1 AND id = v.column2 ORDER BY version DESC LIMIT 1)",
+            [part for ident in idents for part in ident]):
+        latest[(t, i)] = v or 0
+        if row is not None:
+            replaced.append((row,))
+    for table in ("resource_identifiers", "patient_demographics"):
+        conn.executemany(f"DELETE FROM {table} WHERE resource = ?", replaced)
     now = fhir_instant(_now())
     owner = f"{patient.system}|{patient.value}"
     identifiers: list[tuple[int, str]] = []
