@@ -82,14 +82,18 @@ class Load:
 
 async def pipeline(host: str, port: int, prefix: str, load: Load, *, stop: asyncio.Event,
                    batch: int = 5, on_batch: Callable[[], None] = lambda: None,
-                   limit: int | None = None, timeout: float = 30.0) -> None:
+                   limit: int | None = None, timeout: float = 30.0,
+                   go: asyncio.Event | None = None) -> None:
     """One connection sending ``batch`` messages at a time (pipelined) until ``stop`` is set,
     ``limit`` messages went, or the connection breaks (a killed daemon: not an error here).
-    ``on_batch`` runs after every answered batch (the caller decides when to pull the plug)."""
+    ``on_batch`` runs after every answered batch (the caller decides when to pull the plug);
+    while ``go`` is cleared, no new batch starts."""
     sent = 0
     try:
         async with MLLPClient.connect(host, port, timeout=timeout) as client:
             while not stop.is_set() and (limit is None or sent < limit):
+                if go is not None:
+                    await go.wait()
                 count = batch if limit is None else min(batch, limit - sent)
                 ids = [f"{prefix}-{sent + i}" for i in range(count)]
                 raws = [message(cid, sent + i) for i, cid in enumerate(ids)]
