@@ -228,7 +228,7 @@ class Processor:
         """Start converting a message; it commits after every message claimed before it.
         The future fails with :class:`ClaimFailed` when the message stays ``received``."""
         loop = asyncio.get_running_loop()
-        result: asyncio.Future[Processed] = loop.create_future()
+        converted: asyncio.Future[Outcome]
         try:
             # Decrypting a payload takes microseconds; it stays on this thread because the
             # reader connection is shared by every claim.
@@ -237,17 +237,19 @@ class Processor:
             converted = loop.run_in_executor(
                 self._executor, convert, raw, kind_of(message_type), self._context,
                 self._profiles.get(listener))
-        except Exception as exc:  # noqa: BLE001 - the caller gets it from the future
-            _fail(result, ClaimFailed(row_id, exc))
-            return result
+        except Exception as exc:  # noqa: BLE001 - failed in its place in the order, below
+            # Queued like any claim, so the messages claimed after it wait for its retry
+            # instead of committing ahead of it.
+            converted = loop.create_future()
+            converted.set_exception(exc)
         converted.add_done_callback(_retrieved)  # a failed claim may never look at it
-        claim = _Claim(row_id, converted, result)
+        claim = _Claim(row_id, converted, loop.create_future())
         self._claims[row_id] = claim
         self._queue.append(claim)
         if self._committing is None or self._committing.done():
             self._committing = asyncio.create_task(self._commit_in_order(),
                                                    name="processor-commits")
-        return result
+        return claim.result
 
     async def _commit_in_order(self) -> None:
         """Commit the claimed messages in claim order, every converted one at the head of

@@ -109,13 +109,19 @@ class HeldExecutor(Executor):
     """Runs conversions in the event loop's thread, all at once when released; ``replace``
     swaps chosen messages' outcomes (by position) for one that cannot be stored."""
 
-    def __init__(self, *, hold: bool = True, replace: set[int] | None = None) -> None:
+    def __init__(self, *, hold: bool = True, replace: set[int] | None = None,
+                 refuse: set[int] | None = None) -> None:
         self.hold = hold
         self.replace = replace or set()
+        self.refuse = refuse or set()  # submissions (by position) refused, as after shutdown
         self._held: list[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = []
         self.calls = 0
+        self.submitted = 0
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submitted += 1
+        if self.submitted - 1 in self.refuse:
+            raise RuntimeError("cannot schedule new futures after shutdown")
         future: Future[Any] = Future()
         self._held.append((future, fn, args))
         if not self.hold:
@@ -214,6 +220,25 @@ async def test_a_message_failing_mid_batch_keeps_it_and_the_later_ones_received(
                                      for row, raw in zip(rows[2:], messages[2:], strict=True)))
     assert [r.state for r in retried] == ["processed"] * 3
     assert latest_family(settings, keys, [*outcomes[:2], *retried]) == (5, "F4")  # type: ignore[list-item]
+
+
+async def test_a_claim_refused_before_converting_still_holds_back_the_later_ones(
+        instance: tuple[Any, GroupCommitter, StoreKeys]) -> None:
+    settings, committer, keys = instance
+    rows, messages, sealer = await stored_messages(settings, committer, keys, 4)
+    executor = HeldExecutor(refuse={1})
+    processor = Processor(database_path(settings.storage.dir), committer, keys, sealer,
+                          NormalizeContext(facility_id=settings.facility.id), executor)
+    calls = [asyncio.ensure_future(processor.process(row, raw))
+             for row, raw in zip(rows, messages, strict=True)]
+    await asyncio.sleep(0)
+    executor.release()
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(outcomes[0], Processed) and outcomes[0].state == "processed"
+    assert isinstance(outcomes[1], RuntimeError)
+    assert all(isinstance(o, ProcessingOrderError) for o in outcomes[2:])
+    # The A08s after the refused one did not commit ahead of it.
+    assert states(settings, rows) == [("processed", 0)] + [("received", 0)] * 3
 
 
 async def test_the_background_loop_dead_letters_only_the_message_that_keeps_failing(
