@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,6 +13,7 @@ from edge.normalize import NormalizeContext, NormalizedMessage, normalize
 from edge.normalize.segments.prt import EVENT_LOCATION_URL
 from tests.corpus import iter_all_messages
 from tests.edge.normalize.golden import bundle_resources, facts
+from tests.edge.normalize.support import resource
 
 MSH = "MSH|^~\\&|LAB|GENHOSP|EHR|GENHOSP|20240310013000||{type}|{ctl}|P|2.8"
 PID = "PID|1||12345^^^HOSP^MR||Doe^Jane||19700115|F"
@@ -22,13 +22,6 @@ PV1 = "PV1|1|I|4W^401^A||||||||||||||||V100^^^HOSP^VN"
 
 def message(*segments: str, type_: str = "ORU^R01^ORU_R01", ctl: str = "P1") -> bytes:
     return ("\r".join([MSH.format(type=type_, ctl=ctl), *segments]) + "\r").encode()
-
-
-def resource(result: NormalizedMessage, reference: dict[str, str]) -> dict[str, Any]:
-    resource_type, resource_id = reference["reference"].split("/", 1)
-    found = [r for r in result.by_type(resource_type) if r["id"] == resource_id]
-    assert len(found) == 1, reference
-    return found[0]
 
 
 def role_of(result: NormalizedMessage, reference: dict[str, str]) -> tuple[str, str]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from edge.normalize import NormalizeContext, NormalizedMessage, normalize
+from edge.normalize import NormalizeContext, normalize
 from tests.edge.normalize.golden import bundle_resources, facts
+from tests.edge.normalize.support import resource
 
 CATCHALL = "cdc-prime-reportstream/mappinginventory/catchall"
 V2_0487 = "http://terminology.hl7.org/CodeSystem/v2-0487"
@@ -25,12 +25,6 @@ def message(*segments: str, type_: str = "ORU^R01^ORU_R01", version: str = "2.5.
 
 def spm(fields: dict[int, str]) -> str:
     return "|".join(["SPM", *(fields.get(n, "1" if n == 1 else "") for n in range(1, 33))])
-
-
-def resource(result: NormalizedMessage, reference: dict[str, str]) -> dict[str, Any]:
-    resource_type, resource_id = reference["reference"].split("/", 1)
-    [found] = [r for r in result.by_type(resource_type) if r["id"] == resource_id]
-    return found
 
 
 @pytest.mark.parametrize("kind", ["oru", "orm", "oml"])
