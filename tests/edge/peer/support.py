@@ -18,6 +18,8 @@ from cryptography.x509.oid import NameOID
 
 from edge.config.model import PeerSettings
 from edge.crypto.keys import generate_kek_file, load_keyring
+from edge.peer.audit import Actor
+from edge.peer.consent import ConsentSpec, build_consent, store_consent
 from edge.peer.context import issue_context
 from edge.peer.directory import Peer, cert_thumbprint
 from edge.peer.service import PeerRequest, PeerResponse, PeerService
@@ -134,3 +136,17 @@ def make_env(tmp_path: Path, **peer_settings: Any) -> PeerEnv:
     service = PeerService(facility=HERE, settings=settings, db_path=db, committer=committer,
                           keys=keys, latest_anchored=anchorer.latest_anchored)
     return PeerEnv(db, committer, ResourceStore(keys), anchorer, service, peer, peer_key, cert)
+
+
+def grant(env: PeerEnv, patient_id: str = "pat-1", ref: PatientRef = REF, **spec: Any) -> str:
+    """A Consent for the patient, stored as a local operator would (``consent grant``);
+    ``spec``: :class:`ConsentSpec` fields. Returns the Consent's id."""
+    conn = env.connect()
+    try:
+        now = dt.datetime.now(dt.UTC)
+        consent = build_consent(ConsentSpec(**spec), patient_id=patient_id, now=now)
+        store_consent(conn, env.store, consent, patient=ref,
+                      actor=Actor("local", HERE, "local/op"), facility=HERE, now=now)
+        return str(consent["id"])
+    finally:
+        conn.close()

@@ -15,12 +15,20 @@ import pytest
 from edge.crypto.errors import IntegrityError
 from edge.peer.audit import Actor
 from edge.peer.codes import RECEIPT_EXTENSION, RECEIPT_PENDING_EXTENSION
-from edge.peer.consent import ConsentSpec, build_consent, revoke, store_consent
+from edge.peer.consent import revoke
 from edge.peer.entries import EntryCache, Record, RecordCache, bundle_json, entry_json
 from edge.store.keys import PatientRef
 from edge.store.resources import ResourceVersion
 from ledger_client.receipt import Receipt, verify_receipt
-from tests.edge.peer.support import REF, SYSTEM, PeerEnv, make_env, observation, patient
+from tests.edge.peer.support import (
+    REF,
+    SYSTEM,
+    PeerEnv,
+    grant,
+    make_env,
+    observation,
+    patient,
+)
 
 REF2 = PatientRef(SYSTEM, "MRN2")
 EVERYTHING = "/Patient/pat-1/$everything"
@@ -32,23 +40,10 @@ async def env(tmp_path: Path) -> AsyncIterator[PeerEnv]:
     e.put([patient(), *(observation(k) for k in range(5)), observation(99, "PSY")])
     e.put([patient(2), {**observation(50), "subject": {"reference": "Patient/pat-2"}}], REF2)
     await e.anchor()
-    grant(e, "pat-1", REF)
-    grant(e, "pat-2", REF2)
+    grant(e, "pat-1", REF, facilities=("there",))
+    grant(e, "pat-2", REF2, facilities=("there",))
     yield e
     e.close()
-
-
-def grant(env: PeerEnv, patient_id: str, ref: PatientRef, **spec: Any) -> str:
-    conn = env.connect()
-    try:
-        consent = build_consent(ConsentSpec(facilities=("there",), **spec),
-                                patient_id=patient_id, now=datetime.now(UTC))
-        store_consent(conn, env.store, consent, patient=ref,
-                      actor=Actor("local", "here", "local/op"), facility="here",
-                      now=datetime.now(UTC))
-        return str(consent["id"])
-    finally:
-        conn.close()
 
 
 async def everything(env: PeerEnv, path: str = EVERYTHING) -> dict[str, Any]:
@@ -153,7 +148,7 @@ async def test_a_row_whose_key_is_gone_is_refused(env: PeerEnv) -> None:
 
 async def test_consent_changes_count_from_the_next_request(env: PeerEnv) -> None:
     assert "obs-99" not in ids(await everything(env))  # PSY: no explicit permit
-    label = grant(env, "pat-1", REF, labels=("PSY",))
+    label = grant(env, "pat-1", REF, facilities=("there",), labels=("PSY",))
     assert "obs-99" in ids(await everything(env))
     conn = env.connect()
     try:

@@ -13,12 +13,12 @@ import pytest
 
 from edge.peer.audit import Actor, audit_trail, summarize
 from edge.peer.codes import RECEIPT_EXTENSION, RECEIPT_PENDING_EXTENSION
-from edge.peer.consent import ConsentSpec, build_consent, revoke, store_consent
+from edge.peer.consent import revoke
 from edge.peer.service import PeerRequest
 from ledger_client.checkpoint import open_checkpoint
 from ledger_client.log import MerkleLog
 from ledger_client.receipt import Receipt, verify_receipt
-from tests.edge.peer.support import REF, PeerEnv, make_env, observation, patient
+from tests.edge.peer.support import REF, PeerEnv, grant, make_env, observation, patient
 
 
 @pytest.fixture
@@ -28,18 +28,6 @@ async def env(tmp_path: Path) -> AsyncIterator[PeerEnv]:
     await e.anchor()
     yield e
     e.close()
-
-
-def grant(env: PeerEnv, **spec: Any) -> str:
-    conn = env.connect()
-    try:
-        consent = build_consent(ConsentSpec(**spec), patient_id="pat-1", now=datetime.now(UTC))
-        store_consent(conn, env.store, consent, patient=REF,
-                      actor=Actor("local", "here", "local/op"), facility="here",
-                      now=datetime.now(UTC))
-        return str(consent["id"])
-    finally:
-        conn.close()
 
 
 def trail(env: PeerEnv) -> list[dict[str, Any]]:
