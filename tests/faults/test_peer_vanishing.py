@@ -42,7 +42,6 @@ from typing import Any, Literal
 
 import pytest
 import pytest_asyncio
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -55,9 +54,7 @@ from edge.cli.exits import OK, UNAVAILABLE
 from edge.config import Settings, load_config
 from edge.devca import IssuedCert, create_ca, issue
 from edge.inbox.schema import TABLE as INBOX
-from edge.peer.directory import PeerDirectory, cert_thumbprint
-from edge.peer.query import CheckpointRoots, Credentials, PeerOutcome, QuerySpec, query_peers
-from edge.signing import load_signing_key
+from edge.peer.query import CheckpointRoots, PeerOutcome, QuerySpec, query_peers
 from edge.storage.database import connect, database_path
 from ledger_client.checkpoint import NoteSigner
 from tests.faults.support import (
@@ -80,6 +77,7 @@ from tests.integration.test_peer import (
     PATIENT,
     SYSTEM,
     anchor,
+    asker,
     fingerprint,
     ingest,
     make_crl,
@@ -442,15 +440,8 @@ async def ask(c: Consortium, peers: list[str], *, timeout_s: float,
               ) -> tuple[dict[str, PeerOutcome], float]:
     """A's ``peer query`` through the library call behind the CLI; the outcomes by member,
     and the seconds it took (a figure, never asserted)."""
-    settings = c.a.settings
-    assert settings.peer is not None
-    directory = PeerDirectory.from_settings(settings.peer.peers)
-    der = x509.load_pem_x509_certificate(c.certs["a"].cert.read_bytes()).public_bytes(
-        serialization.Encoding.DER)
-    creds = Credentials("a", load_signing_key(settings.keys.signing_key_file),
-                        cert_thumbprint(der))
+    chosen, creds = asker(c.a.settings, c.certs["a"].cert, peers)
     spec = QuerySpec(PATIENT, "TREAT", "dr-who", "physician")
-    chosen = [p for p in (directory.get(i) for i in peers) if p is not None]
     context = client_context(cert=c.certs["a"].cert, key=c.certs["a"].key, ca=c.ca.cert)
     started = time.monotonic()
     async with PeerClient(context, timeout_s=timeout_s) as client:

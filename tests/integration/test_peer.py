@@ -37,10 +37,10 @@ from edge.cli.consent import add_parser as add_consent_parser
 from edge.cli.consent import run_consent
 from edge.cli.peer import add_parser as add_peer_parser
 from edge.cli.peer import run_peer
-from edge.config import load_config
+from edge.config import Settings, load_config
 from edge.devca import IssuedCert, create_ca, issue
 from edge.peer.context import issue_context
-from edge.peer.directory import PeerDirectory, cert_thumbprint
+from edge.peer.directory import Peer, PeerDirectory, cert_thumbprint
 from edge.peer.patients import by_identifier, patient_ref_of
 from edge.peer.query import CheckpointRoots, Credentials, PeerOutcome, QuerySpec, query_peers
 from edge.signing import load_signing_key
@@ -285,17 +285,22 @@ async def audit_of(running: RunningDaemon) -> list[dict[str, Any]]:
     return result
 
 
-async def ask(c: Consortium, peers: list[str], purpose: str = "TREAT", *,
-              role: str = "physician", reason: str = "") -> dict[str, PeerOutcome]:
-    settings = c.daemons["a"].settings
+def asker(settings: Settings, cert: Path, peers: list[str]) -> tuple[list[Peer], Credentials]:
+    """Facility "a" asking ``peers``: the members chosen from its directory and its request
+    credentials (what ``hie-edge peer query`` builds from the same settings)."""
     assert settings.peer is not None
     directory = PeerDirectory.from_settings(settings.peer.peers)
-    der = x509.load_pem_x509_certificate(c.certs["a"].cert.read_bytes()).public_bytes(
+    der = x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(
         serialization.Encoding.DER)
     creds = Credentials("a", load_signing_key(settings.keys.signing_key_file),
                         cert_thumbprint(der))
+    return [p for p in (directory.get(i) for i in peers) if p is not None], creds
+
+
+async def ask(c: Consortium, peers: list[str], purpose: str = "TREAT", *,
+              role: str = "physician", reason: str = "") -> dict[str, PeerOutcome]:
+    chosen, creds = asker(c.daemons["a"].settings, c.certs["a"].cert, peers)
     spec = QuerySpec(PATIENT, purpose, "dr-who", role, reason)
-    chosen = [p for p in (directory.get(i) for i in peers) if p is not None]
     async with PeerClient(c.context("a"), timeout_s=20) as client:
         outcomes = await query_peers(chosen, spec, client=client, creds=creds,
                                      roots=CheckpointRoots(), timeout_s=20)
