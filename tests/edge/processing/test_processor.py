@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -179,11 +180,23 @@ def latest_family(settings: Any, keys: StoreKeys, results: list[Processed]) -> t
     return latest.version, latest.resource["name"][0]["family"]
 
 
-async def test_messages_converted_together_commit_in_one_writer_operation_in_order(
-        instance: tuple[Any, GroupCommitter, StoreKeys]) -> None:
+@dataclass
+class Together:
+    """Messages claimed together and converted all at once (see :func:`process_together`)."""
+
+    rows: list[int]
+    messages: list[bytes]
+    processor: Processor
+    outcomes: list[Processed | BaseException]
+    operations: int  # writer operations from the release of the conversions to the end
+
+
+async def process_together(instance: tuple[Any, GroupCommitter, StoreKeys], count: int,
+                           executor: HeldExecutor) -> Together:
+    """``count`` stored messages (:func:`stored_messages`) handed to ``process`` at once,
+    their conversions held by ``executor`` until every one is claimed, then released."""
     settings, committer, keys = instance
-    rows, messages, sealer = await stored_messages(settings, committer, keys, 12)
-    executor = HeldExecutor()
+    rows, messages, sealer = await stored_messages(settings, committer, keys, count)
     processor = Processor(database_path(settings.storage.dir), committer, keys, sealer,
                           NormalizeContext(facility_id=settings.facility.id), executor)
     calls = [asyncio.ensure_future(processor.process(row, raw))
@@ -191,54 +204,48 @@ async def test_messages_converted_together_commit_in_one_writer_operation_in_ord
     await asyncio.sleep(0)
     before = committer.stats.operations
     executor.release()
-    results = await asyncio.gather(*calls)
-    assert [r.state for r in results] == ["processed"] * 12
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    return Together(rows, messages, processor, outcomes, committer.stats.operations - before)
+
+
+async def test_messages_converted_together_commit_in_one_writer_operation_in_order(
+        instance: tuple[Any, GroupCommitter, StoreKeys]) -> None:
+    settings, _, keys = instance
+    run = await process_together(instance, 12, HeldExecutor())
+    assert [getattr(r, "state", r) for r in run.outcomes] == ["processed"] * 12
     # One operation (one transaction, one fsync) for the twelve, not one each.
-    assert committer.stats.operations - before == 1
-    assert latest_family(settings, keys, results) == (12, "F11")
+    assert run.operations == 1
+    assert latest_family(settings, keys, run.outcomes) == (12, "F11")  # type: ignore[arg-type]
 
 
 async def test_a_message_failing_mid_batch_keeps_it_and_the_later_ones_received(
         instance: tuple[Any, GroupCommitter, StoreKeys]) -> None:
-    settings, committer, keys = instance
-    rows, messages, sealer = await stored_messages(settings, committer, keys, 5)
+    settings, _, keys = instance
     executor = HeldExecutor(replace={2})
-    processor = Processor(database_path(settings.storage.dir), committer, keys, sealer,
-                          NormalizeContext(facility_id=settings.facility.id), executor)
-    calls = [asyncio.ensure_future(processor.process(row, raw))
-             for row, raw in zip(rows, messages, strict=True)]
-    await asyncio.sleep(0)
-    executor.release()
-    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    run = await process_together(instance, 5, executor)
+    outcomes = run.outcomes
     assert [o.state for o in outcomes[:2] if isinstance(o, Processed)] == ["processed"] * 2
     assert isinstance(outcomes[2], IndexInputError)  # the cause, not a wrapper
     assert all(isinstance(o, ProcessingOrderError) for o in outcomes[3:])
-    assert states(settings, rows) == [("processed", 0)] * 2 + [("received", 0)] * 3
+    assert states(settings, run.rows) == [("processed", 0)] * 2 + [("received", 0)] * 3
     # A failure does not poison the order: the retry of the same messages goes through.
     executor.hold = False
-    retried = await asyncio.gather(*(processor.process(row, raw)
-                                     for row, raw in zip(rows[2:], messages[2:], strict=True)))
+    retried = await asyncio.gather(*(run.processor.process(row, raw) for row, raw
+                                     in zip(run.rows[2:], run.messages[2:], strict=True)))
     assert [r.state for r in retried] == ["processed"] * 3
     assert latest_family(settings, keys, [*outcomes[:2], *retried]) == (5, "F4")  # type: ignore[list-item]
 
 
 async def test_a_claim_refused_before_converting_still_holds_back_the_later_ones(
         instance: tuple[Any, GroupCommitter, StoreKeys]) -> None:
-    settings, committer, keys = instance
-    rows, messages, sealer = await stored_messages(settings, committer, keys, 4)
-    executor = HeldExecutor(refuse={1})
-    processor = Processor(database_path(settings.storage.dir), committer, keys, sealer,
-                          NormalizeContext(facility_id=settings.facility.id), executor)
-    calls = [asyncio.ensure_future(processor.process(row, raw))
-             for row, raw in zip(rows, messages, strict=True)]
-    await asyncio.sleep(0)
-    executor.release()
-    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    settings = instance[0]
+    run = await process_together(instance, 4, HeldExecutor(refuse={1}))
+    outcomes = run.outcomes
     assert isinstance(outcomes[0], Processed) and outcomes[0].state == "processed"
     assert isinstance(outcomes[1], RuntimeError)
     assert all(isinstance(o, ProcessingOrderError) for o in outcomes[2:])
     # The A08s after the refused one did not commit ahead of it.
-    assert states(settings, rows) == [("processed", 0)] + [("received", 0)] * 3
+    assert states(settings, run.rows) == [("processed", 0)] + [("received", 0)] * 3
 
 
 async def test_the_background_loop_dead_letters_only_the_message_that_keeps_failing(
