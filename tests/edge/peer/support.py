@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 from edge.config.model import PeerSettings
 from edge.crypto.keys import generate_kek_file, load_keyring
 from edge.peer.audit import Actor
-from edge.peer.consent import ConsentSpec, build_consent, store_consent
+from edge.peer.consent import ConsentSpec, build_consent, revoke, store_consent
 from edge.peer.context import issue_context
 from edge.peer.directory import Peer, cert_thumbprint
 from edge.peer.service import PeerRequest, PeerResponse, PeerService
@@ -148,5 +148,15 @@ def grant(env: PeerEnv, patient_id: str = "pat-1", ref: PatientRef = REF, **spec
         store_consent(conn, env.store, consent, patient=ref,
                       actor=Actor("local", HERE, "local/op"), facility=HERE, now=now)
         return str(consent["id"])
+    finally:
+        conn.close()
+
+
+def withdraw(env: PeerEnv, consent_id: str, ref: PatientRef = REF) -> None:
+    """Revoke a Consent :func:`grant` stored, as a local operator would."""
+    conn = env.connect()
+    try:
+        revoke(conn, env.store, ref, consent_id, actor=Actor("local", HERE, "local/op"),
+               facility=HERE, now=dt.datetime.now(dt.UTC))
     finally:
         conn.close()

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from edge.crypto.errors import IntegrityError
-from edge.peer.audit import Actor
 from edge.peer.codes import RECEIPT_EXTENSION, RECEIPT_PENDING_EXTENSION
-from edge.peer.consent import revoke
 from edge.peer.entries import EntryCache, Record, RecordCache, bundle_json, entry_json
 from edge.store.keys import PatientRef
 from edge.store.resources import ResourceVersion
@@ -28,6 +25,7 @@ from tests.edge.peer.support import (
     make_env,
     observation,
     patient,
+    withdraw,
 )
 
 REF2 = PatientRef(SYSTEM, "MRN2")
@@ -150,12 +148,7 @@ async def test_consent_changes_count_from_the_next_request(env: PeerEnv) -> None
     assert "obs-99" not in ids(await everything(env))  # PSY: no explicit permit
     label = grant(env, "pat-1", REF, facilities=("there",), labels=("PSY",))
     assert "obs-99" in ids(await everything(env))
-    conn = env.connect()
-    try:
-        revoke(conn, env.store, REF, label, actor=Actor("local", "here", "local/op"),
-               facility="here", now=datetime.now(UTC))
-    finally:
-        conn.close()
+    withdraw(env, label)
     assert "obs-99" not in ids(await everything(env))
 
 

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from edge.peer.audit import Actor, audit_trail, summarize
+from edge.peer.audit import audit_trail, summarize
 from edge.peer.codes import RECEIPT_EXTENSION, RECEIPT_PENDING_EXTENSION
-from edge.peer.consent import revoke
 from edge.peer.service import PeerRequest
 from ledger_client.checkpoint import open_checkpoint
 from ledger_client.log import MerkleLog
 from ledger_client.receipt import Receipt, verify_receipt
-from tests.edge.peer.support import REF, PeerEnv, grant, make_env, observation, patient
+from tests.edge.peer.support import REF, PeerEnv, grant, make_env, observation, patient, withdraw
 
 
 @pytest.fixture
@@ -80,12 +78,7 @@ async def test_consent_is_decided_again_for_every_page(env: PeerEnv) -> None:
     consent_id = grant(env, facilities=("there",))
     first = await env.get("/Patient/pat-1/$everything", {"_count": "2"})
     assert first.status == 200
-    conn = env.connect()
-    try:
-        revoke(conn, env.store, REF, consent_id, actor=Actor("local", "here", "local/op"),
-               facility="here", now=datetime.now(UTC))
-    finally:
-        conn.close()
+    withdraw(env, consent_id)
     second = await env.get("/Patient/pat-1/$everything", {"_count": "2", "_offset": "2"})
     assert second.status == 403
 
