@@ -13,9 +13,17 @@ Bundle again on every request, though the rows rarely change between two request
   :meth:`ResourceStore.open_row` are deterministic in those inputs, so a hit returns exactly
   what opening the row again would, and any change to the row (a new version, a tampered
   byte, a row moved between patients, an erased key) is a miss that opens and verifies it
-  again, or fails as the store's read fails. Every request still lists the patient's current
-  rows from the database in its own snapshot, so a record erased or superseded is never
-  served from here.
+  again, or fails as the store's read fails.
+- The patient's *listing* (which rows are current, per type, opened as above) is reused while
+  its signature, read in the request's own snapshot by one statement, is unchanged: the
+  store's change epoch (raised by triggers on every UPDATE or DELETE of a resource row and on
+  a resource moving to another patient: :mod:`edge.store.schema`, migration 14), the
+  patient's data key id (erasure destroys it), and per type the count and the highest row
+  number of the patient's rows (a new version, a new resource). Every other way for the
+  current set to change raises one of those, so a record erased, superseded, moved or
+  altered through SQL is never served from here; listing the rows again costs ~0.4 ms and
+  200 GIL hand-offs (one per row fetched) per request, the signature one. A listing with a
+  row not yet in the log is never reused (its ledger index is set by an UPDATE).
 - :class:`EntryCache`: (leaf index, anchored tree size, leaf hash) → the entry's JSON bytes
   (``resource``, ``search``, and the receipt extension). A receipt for one leaf against one
   anchored size never changes, and the leaf hash pins the exact record version (it hashes
@@ -42,6 +50,7 @@ from typing import Any, Final, Generic, TypeVar
 
 from edge.crypto.envelope import AAD
 from edge.crypto.errors import IntegrityError
+from edge.crypto.keys import KeyPurpose
 from edge.peer.codes import RECEIPT_EXTENSION, RECEIPT_PENDING_EXTENSION
 from edge.peer.decision import categories_of, sensitive_labels
 from edge.store.keys import KeyRow
@@ -53,7 +62,7 @@ from edge.store.resources import (
     ResourceStore,
     ResourceVersion,
 )
-from edge.store.schema import RESOURCES
+from edge.store.schema import CHANGE_EPOCH, DATA_KEYS, RESOURCES
 from ledger_client.anchorer import LocalAnchor
 from ledger_client.errors import LedgerError
 from ledger_client.log import MerkleLog
@@ -63,6 +72,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RECORD_BUDGET: Final = 64 << 20  # bytes of bodies and JSON kept
 DEFAULT_ENTRY_BUDGET: Final = 64 << 20  # bytes of entry JSON kept
+DEFAULT_LISTING_BUDGET: Final = 64 << 20  # bytes of the JSON of the listed records
 _OVERHEAD = 256  # per item: the objects around the bytes
 
 
@@ -145,14 +155,37 @@ class _Bounded(Generic[K, V]):
             self._used = 0
 
 
-class RecordCache(_Bounded[int, tuple[_Identity, Record]]):
-    """Opened records by row number (see the module docstring for when one is reused),
-    bounded by ``budget`` bytes of sealed bodies and JSON."""
+def _signature_sql(types: int) -> str:
+    """One row: (change epoch, the patient's data key id, ``type count max-row`` per type).
+    Parameters: key purpose, key owner (hex), the patient's blind key, the types."""
+    marks = ",".join("?" * types)
+    return (f"SELECT (SELECT epoch FROM {CHANGE_EPOCH} WHERE id = 1), "  # noqa: S608
+            f"(SELECT key_id FROM {DATA_KEYS} WHERE purpose = ? AND owner = ?), "
+            "(SELECT group_concat(type || ' ' || n || ' ' || last, ',') FROM "
+            f"(SELECT type, count(*) AS n, max(row) AS last FROM {RESOURCES} "
+            f"WHERE patient = ? AND type IN ({marks}) GROUP BY type))")
 
-    def __init__(self, budget: int = DEFAULT_RECORD_BUDGET) -> None:
+
+_Listing = tuple[tuple[Any, ...], tuple[Record, ...]]  # (signature, records)
+
+
+class RecordCache(_Bounded[int, tuple[_Identity, Record]]):
+    """Opened records by row number, and patients' listings (see the module docstring for
+    when each is reused), bounded by ``budget`` bytes of sealed bodies and JSON and
+    ``listing_budget`` bytes of the listed records' JSON."""
+
+    def __init__(self, budget: int = DEFAULT_RECORD_BUDGET,
+                 listing_budget: int = DEFAULT_LISTING_BUDGET) -> None:
         super().__init__(budget)
+        self._listings: _Bounded[tuple[bytes, tuple[str, ...]], _Listing] = _Bounded(
+            listing_budget)
         self.hits = 0
         self.misses = 0
+        self.listings_reused = 0
+
+    def clear(self) -> None:
+        super().clear()
+        self._listings.clear()
 
     def get(self, row: int, identity: _Identity) -> Record | None:
         item = self._get(row)
@@ -170,6 +203,21 @@ class RecordCache(_Bounded[int, tuple[_Identity, Record]]):
         type: what ``store.search(patient=..., type=t)`` for each ``t`` returns, opened and
         verified by :meth:`ResourceStore.open_row` unless cached. Raises IntegrityError as
         the store's read does. Call it inside a read snapshot."""
+        wanted = tuple(types)
+        signature = tuple(conn.execute(_signature_sql(len(wanted)), (
+            KeyPurpose.PATIENT.value, owner.hex(), owner, *wanted)).fetchone())
+        listed = self._listings._get((owner, wanted))
+        if listed is not None and listed[0] == signature:
+            self.listings_reused += 1
+            return list(listed[1])
+        found = self._list(conn, store, owner, wanted)
+        if signature[1] is not None and all(r.ledger_index is not None for r in found):
+            self._listings._put((owner, wanted), (signature, tuple(found)),
+                                sum(len(r.json) + _OVERHEAD for r in found))
+        return found
+
+    def _list(self, conn: sqlite3.Connection, store: ResourceStore, owner: bytes,
+              types: Sequence[str]) -> list[Record]:
         found: list[Record] = []
         for rtype in types:
             # One statement per type, as the store's search: the (patient, type, id) index

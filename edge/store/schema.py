@@ -1,4 +1,4 @@
-"""The store's tables (migrations 10-12; the registry is in :mod:`edge.storage.database`).
+"""The store's tables (migrations 10-14; the registry is in :mod:`edge.storage.database`).
 
 ``resources``: one row per FHIR resource version. In clear: type, logical id, version, the
 patient's blind index (``patient``, HMAC under the index key, never the identifier), the data
@@ -15,7 +15,8 @@ has to skip superseded rows and a stale index row is a verification failure.
 
 ``erasures``: what ``erase`` did, in counts only (see :mod:`edge.store.erasure` for why no
 patient index is kept). ``kek_state``: the KEK every new data key must be wrapped under
-(see :mod:`edge.store.rotation`).
+(see :mod:`edge.store.rotation`). ``resource_change_epoch``: a counter that triggers raise on
+every change to ``resources`` a cache of current rows could miss (migration 14).
 """
 
 from __future__ import annotations
@@ -108,3 +109,33 @@ def _index_resources_by_patient_and_type(db: sqlite_utils.Database) -> None:
     # 0.8 ms with this index). Its prefix serves patient-only lookups, so it replaces that one.
     db.execute(f"CREATE INDEX resources_by_patient_type ON {RESOURCES} (patient, type, id)")
     db.execute("DROP INDEX resources_by_patient")
+
+
+CHANGE_EPOCH = "resource_change_epoch"
+
+
+@migration(14, "resource change epoch")
+def _create_change_epoch(db: sqlite_utils.Database) -> None:
+    # One counter, raised by every change to ``resources`` other than a new row for the same
+    # patient: an UPDATE or DELETE of any row (only erasure, the ledger index and tampering
+    # do those) and a new version written under another patient than the version before it
+    # (the resource leaves the first patient's current set without a row of theirs
+    # changing). A cache of a patient's current rows (edge.peer.entries) is valid while this
+    # counter, the patient's row count and highest row per type, and their key are unchanged.
+    # Triggers, not code in the store, so that every writer (the daemon, the CLI, an
+    # out-of-band edit through SQLite) raises it. The move trigger costs one probe of the
+    # identity index per new version; the first version of a resource costs nothing.
+    # Literal SQL: a migration's statements stay as they ran, whatever names change later.
+    # (Not executescript: it would commit the migration's transaction first.)
+    bump = "BEGIN UPDATE resource_change_epoch SET epoch = epoch + 1 WHERE id = 1; END"
+    for statement in (
+        "CREATE TABLE resource_change_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), "
+        "epoch INTEGER NOT NULL)",
+        "INSERT INTO resource_change_epoch (id, epoch) VALUES (1, 0)",
+        f"CREATE TRIGGER resources_updated AFTER UPDATE ON resources {bump}",
+        f"CREATE TRIGGER resources_deleted AFTER DELETE ON resources {bump}",
+        "CREATE TRIGGER resources_moved AFTER INSERT ON resources WHEN NEW.version > 1 "  # noqa: S608
+        "AND NEW.patient IS NOT (SELECT patient FROM resources WHERE type = NEW.type "
+        f"AND id = NEW.id AND version = NEW.version - 1) {bump}",
+    ):
+        db.execute(statement)

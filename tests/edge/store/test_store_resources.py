@@ -12,7 +12,7 @@ from edge.store.errors import ResourceInputError
 from edge.store.keys import PatientRef
 from edge.store.prepared import prepare_record
 from edge.store.resources import ResourceStore
-from edge.store.schema import DEMOGRAPHICS, IDENTIFIERS
+from edge.store.schema import CHANGE_EPOCH, DEMOGRAPHICS, IDENTIFIERS
 from ledger_client.leaf import record_leaf
 from tests.edge.store.store_support import (
     SYSTEM,
@@ -98,6 +98,26 @@ def test_only_the_current_version_has_index_rows_however_long_the_history(
         for table in (IDENTIFIERS, DEMOGRAPHICS)}
     assert rows == {IDENTIFIERS: {current.row}, DEMOGRAPHICS: {current.row}}
     assert store.search_patients(conn, family="Quxfamily1")[0].version == 6
+
+
+def test_the_change_epoch_rises_for_every_change_but_a_new_row_of_the_same_patient(
+        conn: sqlite3.Connection, store: ResourceStore) -> None:
+    def epoch() -> int:
+        return int(conn.execute(f"SELECT epoch FROM {CHANGE_EPOCH}").fetchone()[0])
+
+    obs = observation_resource(1, 1)
+    first = store.put(conn, obs, patient=patient_ref(1))
+    store.put(conn, obs, patient=patient_ref(1))  # version 2, same patient
+    store.put(conn, observation_resource(1, 2), patient=None)
+    assert epoch() == 0
+    store.put(conn, obs, patient=patient_ref(2))  # version 3 moves to another patient
+    assert epoch() == 1
+    with conn:
+        conn.execute("UPDATE resources SET ledger_index = 7 WHERE row = ?", (first.row,))
+    assert epoch() == 2
+    with conn:
+        conn.execute("DELETE FROM resources WHERE row = ?", (first.row,))
+    assert epoch() == 3
 
 
 def test_search_patients_by_demographics_uses_normalized_matching(
