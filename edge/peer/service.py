@@ -20,10 +20,10 @@ OperationOutcome. Before the answer leaves, its AuditEvents (decision, access, d
 the JWT id (replay protection) and the access notification commit in one transaction.
 Every entry carries its ledger receipt (``Bundle.entry.extension``, see docs/peer.md).
 
-Cost per request (issue 8's lookup target): the patient's current rows are listed in every
-request's snapshot, but a row unchanged since it was last opened is not decrypted again and
-an entry whose receipt was built against the current checkpoint is not built again
-(:mod:`edge.peer.entries`); the Bundle is joined from the entries' JSON; the AuditEvents are
+Cost per request (issue 8's lookup target): the patient's listing of current rows is checked
+in every request's snapshot by one statement and read again only when it changed, a row
+unchanged since it was last opened is not decrypted again, and an entry whose receipt was
+built against the current checkpoint is not built again (:mod:`edge.peer.entries`); the Bundle is joined from the entries' JSON; the AuditEvents are
 serialized on the read thread so the single writer only seals, inserts and appends them.
 """
 
@@ -358,8 +358,9 @@ class PeerService:
         clinical = [t for t in types if t != "Patient"]
         indexer = self._store.keys.existing_indexer(conn)
         if clinical and indexer is not None:
-            # The patient's current rows are listed in this snapshot on every request; only
-            # opening them is reused (see edge.peer.entries).
+            # Whether the patient's current rows changed is read in this snapshot on every
+            # request; the listing and the opened rows are reused while they did not
+            # (see edge.peer.entries).
             owner = indexer.patient_key(plan.ref.system, plan.ref.value)
             found += self._records.current(conn, self._store, owner, clinical)
         # The decision is this request's; what it reads of a record is fixed per version.
