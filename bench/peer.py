@@ -178,8 +178,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def measure(ctx: Any, clients: int, seconds: float, unit: Unit,
-                  pid: int) -> tuple[float, float, float, int, float]:
-    """(p50 ms, p99 ms, units/s, errors, server CPU ms per unit)."""
+                  pid: int) -> tuple[float, float, float, int, float, float]:
+    """(p50 ms, p99 ms, units/s, errors, server CPU ms per unit, client CPU ms per unit)."""
     latencies: list[float] = []
     errors = 0
     async with PeerClient(ctx, timeout_s=30, limit=clients) as client:
@@ -194,11 +194,13 @@ async def measure(ctx: Any, clients: int, seconds: float, unit: Unit,
                 latencies.append(time.perf_counter() - started)
                 errors += not ok
 
-        began, cpu = time.perf_counter(), cpu_seconds(pid)
+        began, cpu, mine = time.perf_counter(), cpu_seconds(pid), time.process_time()
         await asyncio.gather(*(worker() for _ in range(clients)))
         elapsed, cpu = time.perf_counter() - began, cpu_seconds(pid) - cpu
+        mine = time.process_time() - mine
     return (percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000,
-            len(latencies) / elapsed, errors, cpu * 1000 / len(latencies))
+            len(latencies) / elapsed, errors, cpu * 1000 / len(latencies),
+            mine * 1000 / len(latencies))
 
 
 async def wait_anchored(base: str, ctx: Any, size: int) -> None:
@@ -289,19 +291,21 @@ async def run(base: str, ctx: Any, key: Ed25519PrivateKey, thumb: str, seconds: 
                                      ("everything (1 page)", bench.everything),
                                      ("lookup", bench.lookup)]
     # "server CPU": the daemon's user+system time per unit, whatever else this shared
-    # machine is doing (the other columns move with the machine's load).
+    # machine is doing (the other columns move with the machine's load); "client CPU": this
+    # process's, which shares the machine's two cores with the daemon.
     print(f"{'unit':<22}{'clients':>8}{'p50 ms':>10}{'p99 ms':>10}{'per s':>10}"
-          f"{'x base':>9}{'errors':>8}{'server CPU ms':>15}")
+          f"{'x base':>9}{'errors':>8}{'server CPU ms':>15}{'client CPU ms':>15}")
     for clients in levels:
         base_rate = 0.0
         for name, unit in units:
             if only is not None and name.split()[0] not in only | {"metadata"}:
                 continue
-            p50, p99, rate, errors, cpu = await measure(ctx, clients, seconds, unit, pid)
+            p50, p99, rate, errors, cpu, mine = await measure(ctx, clients, seconds, unit,
+                                                              pid)
             if name.startswith("metadata"):
                 base_rate = rate
             print(f"{name:<22}{clients:>8}{p50:>10.2f}{p99:>10.2f}{rate:>10.0f}"
-                  f"{rate / base_rate:>9.2f}{errors:>8}{cpu:>15.2f}")
+                  f"{rate / base_rate:>9.2f}{errors:>8}{cpu:>15.2f}{mine:>15.2f}")
             if name == "lookup":
                 record("peer", f"lookups/s, {clients} clients", rate, "lookup/s",
                        baseline="metadata req/s (plain TLS)", baseline_value=base_rate)
