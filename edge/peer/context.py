@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import heapq
 import json
 import secrets
 import threading
@@ -94,22 +95,36 @@ def issue_context(key: Ed25519PrivateKey, *, issuer: str, audience: str, practit
 
 class ReplayCache:
     """JWT ids seen in this process until they expire (the durable copy is the ``peer_jti``
-    table, written with the request's AuditEvent). Thread-safe."""
+    table, written with the request's AuditEvent). Thread-safe.
+
+    Expired ids leave in expiry order (a heap): each call costs O(log n) however many live
+    ids there are. (It used to rebuild the whole dict on every call once 10,000 ids were
+    live: at a few hundred requests/s with five-minute tokens, every request paid ~1 ms.)"""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._seen: dict[str, int] = {}
+        self._expiries: list[tuple[int, str]] = []  # heap of (expires, jti)
         self._clock = clock
         self._lock = threading.Lock()
+
+    @property
+    def live(self) -> int:
+        """How many ids are held (seen and not yet expired, or expired since the last add)."""
+        return len(self._seen)
 
     def add(self, jti: str, expires: int) -> bool:
         """Record ``jti``; False when it was already seen (a replay)."""
         now = self._clock()
         with self._lock:
-            if len(self._seen) > 10_000:
-                self._seen = {k: v for k, v in self._seen.items() if v + CLOCK_SKEW_S >= now}
+            heap = self._expiries
+            while heap and heap[0][0] + CLOCK_SKEW_S < now:
+                old_expires, old = heapq.heappop(heap)
+                if self._seen.get(old) == old_expires:  # not forgotten and added again since
+                    del self._seen[old]
             if jti in self._seen:
                 return False
             self._seen[jti] = expires
+            heapq.heappush(heap, (expires, jti))
             return True
 
     def forget(self, jti: str) -> None:

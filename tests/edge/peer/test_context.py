@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.peer.context import ReplayCache, issue_context, verify_context
+from edge.peer.context import CLOCK_SKEW_S, ReplayCache, issue_context, verify_context
 from edge.peer.errors import ContextError
 
 KEY = Ed25519PrivateKey.generate()
@@ -96,3 +96,19 @@ def test_a_refused_token_does_not_burn_its_jti() -> None:
     with pytest.raises(ContextError):
         verify(tok, replay=replay, audience="elsewhere")
     assert verify(tok, replay=replay).jti == "j" * 16
+
+
+def test_the_replay_cache_keeps_ids_until_they_expire_and_no_longer() -> None:
+    clock = [NOW]
+    replay = ReplayCache(lambda: clock[0])
+    for n in range(20_000):  # more than any old rebuild threshold: all still live
+        assert replay.add(f"jti-{n}", int(NOW) + 60 + n % 2)
+    assert replay.live == 20_000
+    assert not replay.add("jti-0", int(NOW) + 60)  # a replay, however many are live
+    replay.forget("jti-1")
+    assert replay.add("jti-1", int(NOW) + 600)  # forgotten (refused request), then used
+    clock[0] = NOW + 60 + CLOCK_SKEW_S + 0.5  # the +60 ids are past expiry and skew
+    assert replay.add("late", int(clock[0]) + 60)
+    assert replay.live == 10_000 + 1  # the +61 ids (jti-1 with its newer expiry) and "late"
+    assert not replay.add("jti-1", int(NOW) + 600)
+    assert not replay.add("jti-3", int(NOW) + 61)
