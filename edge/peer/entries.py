@@ -17,7 +17,7 @@ Bundle again on every request, though the rows rarely change between two request
 - The patient's *listing* (which rows are current, per type, opened as above) is reused while
   its signature, read in the request's own snapshot by one statement, is unchanged: the
   store's change epoch (raised by triggers on every UPDATE or DELETE of a resource row and on
-  a resource moving to another patient: :mod:`edge.store.schema`, migration 14), the
+  a resource moving to another patient: :mod:`edge.store.schema`, migration 41), the
   patient's data key id (erasure destroys it), and per type the count and the highest row
   number of the patient's rows (a new version, a new resource). Every other way for the
   current set to change raises one of those, so a record erased, superseded, moved or

@@ -1,4 +1,4 @@
-"""The store's tables (migrations 10-14; the registry is in :mod:`edge.storage.database`).
+"""The store's tables (migrations 10-13 and 41; the registry is in :mod:`edge.storage.database`).
 
 ``resources``: one row per FHIR resource version. In clear: type, logical id, version, the
 patient's blind index (``patient``, HMAC under the index key, never the identifier), the data
@@ -16,7 +16,7 @@ has to skip superseded rows and a stale index row is a verification failure.
 ``erasures``: what ``erase`` did, in counts only (see :mod:`edge.store.erasure` for why no
 patient index is kept). ``kek_state``: the KEK every new data key must be wrapped under
 (see :mod:`edge.store.rotation`). ``resource_change_epoch``: a counter that triggers raise on
-every change to ``resources`` a cache of current rows could miss (migration 14).
+every change to ``resources`` a cache of current rows could miss (migration 41).
 """
 
 from __future__ import annotations
@@ -114,8 +114,10 @@ def _index_resources_by_patient_and_type(db: sqlite_utils.Database) -> None:
 CHANGE_EPOCH = "resource_change_epoch"
 
 
-@migration(14, "resource change epoch")
+@migration(41, "resource change epoch")
 def _create_change_epoch(db: sqlite_utils.Database) -> None:
+    # Numbered after every migration before it, whatever its package: ``migrate`` applies the
+    # versions above the database's highest, so a 14 would never reach a database at 40.
     # One counter, raised by every change to ``resources`` other than a new row for the same
     # patient: an UPDATE or DELETE of any row (only erasure, the ledger index and tampering
     # do those) and a new version written under another patient than the version before it
