@@ -92,8 +92,11 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
         raise StorageError("open database",
                            f"schema version {current} is newer than this release knows ({known})",
                            retriable=False)
+    # Set-based, not "above the highest": a migration registered with a lower number than
+    # one already applied (two changes made side by side) is applied all the same.
+    done = {int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations")}
     applied = []
-    for version in sorted(v for v in _MIGRATIONS if v > current):
+    for version in sorted(v for v in _MIGRATIONS if v not in done):
         step = _MIGRATIONS[version]
         try:
             conn.execute("BEGIN IMMEDIATE")

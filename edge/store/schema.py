@@ -116,8 +116,8 @@ CHANGE_EPOCH = "resource_change_epoch"
 
 @migration(41, "resource change epoch")
 def _create_change_epoch(db: sqlite_utils.Database) -> None:
-    # Numbered after every migration before it, whatever its package: ``migrate`` applies the
-    # versions above the database's highest, so a 14 would never reach a database at 40.
+    # Numbered after every migration before it: a release before migrate() became set-based
+    # applied only versions above a database's highest.
     # One counter, raised by every change to ``resources`` other than a new row for the same
     # patient: an UPDATE or DELETE of any row (only erasure, the ledger index and tampering
     # do those) and a new version written under another patient than the version before it
