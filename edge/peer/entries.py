@@ -33,7 +33,9 @@ Bundle again on every request, though the rows rarely change between two request
 
 Both caches hold decrypted records and salts, as secret as the records: they are bounded
 (bytes), live in the daemon's memory only (never on disk, never logged), and hold nothing
-the process's cached data keys could not open anyway. Consent is never cached: the
+the process's cached data keys could not open anyway. When the change epoch moves (an
+erasure raises it), the next request drops every cached record whose row is gone, and the
+entries made of them (:meth:`RecordCache.forget_vanished`). Consent is never cached: the
 decision is made per request, and applied per record from the cached facts
 (:meth:`AccessDecision.releases`).
 """
@@ -44,7 +46,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
@@ -74,6 +76,7 @@ DEFAULT_RECORD_BUDGET: Final = 64 << 20  # bytes of bodies and JSON kept
 DEFAULT_ENTRY_BUDGET: Final = 64 << 20  # bytes of entry JSON kept
 DEFAULT_LISTING_BUDGET: Final = 64 << 20  # bytes of the JSON of the listed records
 _OVERHEAD = 256  # per item: the objects around the bytes
+_ROWS_PER_STATEMENT = 500  # far below SQLite's 32766 parameters
 
 
 def _compact(value: Any) -> bytes:
@@ -154,6 +157,17 @@ class _Bounded(Generic[K, V]):
             self._items.clear()
             self._used = 0
 
+    def _drop(self, doomed: Callable[[K, V], bool]) -> list[V]:
+        """Remove the items for which ``doomed(key, value)``; returns their values."""
+        with self._lock:
+            gone = [k for k, (v, _) in self._items.items() if doomed(k, v)]
+            values = []
+            for key in gone:
+                value, cost = self._items.pop(key)
+                self._used -= cost
+                values.append(value)
+            return values
+
 
 def _signature_sql(types: int) -> str:
     """One row: (change epoch, the patient's data key id, ``type count max-row`` per type).
@@ -175,10 +189,13 @@ class RecordCache(_Bounded[int, tuple[_Identity, Record]]):
     ``listing_budget`` bytes of the listed records' JSON."""
 
     def __init__(self, budget: int = DEFAULT_RECORD_BUDGET,
-                 listing_budget: int = DEFAULT_LISTING_BUDGET) -> None:
+                 listing_budget: int = DEFAULT_LISTING_BUDGET, *,
+                 on_forget: Callable[[set[bytes]], None] = lambda leaves: None) -> None:
         super().__init__(budget)
         self._listings: _Bounded[tuple[bytes, tuple[str, ...]], _Listing] = _Bounded(
             listing_budget)
+        self._epoch: int | None = None
+        self._on_forget = on_forget
         self.hits = 0
         self.misses = 0
         self.listings_reused = 0
@@ -206,6 +223,9 @@ class RecordCache(_Bounded[int, tuple[_Identity, Record]]):
         wanted = tuple(types)
         signature = tuple(conn.execute(_signature_sql(len(wanted)), (
             KeyPurpose.PATIENT.value, owner.hex(), owner, *wanted)).fetchone())
+        if signature[0] != self._epoch:
+            self.forget_vanished(conn)
+            self._epoch = signature[0]
         listed = self._listings._get((owner, wanted))
         if listed is not None and listed[0] == signature:
             self.listings_reused += 1
@@ -215,6 +235,27 @@ class RecordCache(_Bounded[int, tuple[_Identity, Record]]):
             self._listings._put((owner, wanted), (signature, tuple(found)),
                                 sum(len(r.json) + _OVERHEAD for r in found))
         return found
+
+    def forget_vanished(self, conn: sqlite3.Connection) -> int:
+        """Drop every cached record whose row no longer exists (an erasure, made by this
+        daemon or by ``hie-edge erase`` in another process), the listings holding one, and
+        (through ``on_forget``, by leaf hash) what other caches made of them, so decrypted
+        records of an erased patient do not stay in memory until evicted. Run when the
+        store's change epoch moves (erasure raises it); returns how many records went."""
+        rows = list(self._items)
+        existing: set[int] = set()
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[start:start + _ROWS_PER_STATEMENT]
+            existing.update(r for (r,) in conn.execute(
+                f"SELECT row FROM {RESOURCES} WHERE row IN "  # noqa: S608
+                f"({','.join('?' * len(chunk))})", chunk))
+        vanished = set(rows) - existing
+        if not vanished:
+            return 0
+        dropped = self._drop(lambda row, item: row in vanished)
+        self._listings._drop(lambda key, listing: any(r.row in vanished for r in listing[1]))
+        self._on_forget({record.leaf_hash for _, record in dropped})
+        return len(dropped)
 
     def _list(self, conn: sqlite3.Connection, store: ResourceStore, owner: bytes,
               types: Sequence[str]) -> list[Record]:
@@ -271,6 +312,10 @@ class EntryCache(_Bounded[tuple[int, int, bytes], bytes]):
 
     def put(self, key: tuple[int, int, bytes], entry: bytes) -> None:
         self._put(key, entry, len(entry))
+
+    def forget_leaves(self, leaves: set[bytes]) -> None:
+        """Drop the entries of these leaf hashes (their records were erased)."""
+        self._drop(lambda key, entry: key[2] in leaves)
 
     def entries(self, records: Sequence[Record], anchored: LocalAnchor | None,
                 conn: sqlite3.Connection) -> list[bytes]:

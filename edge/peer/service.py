@@ -23,8 +23,9 @@ Every entry carries its ledger receipt (``Bundle.entry.extension``, see docs/pee
 Cost per request (issue 8's lookup target): the patient's listing of current rows is checked
 in every request's snapshot by one statement and read again only when it changed, a row
 unchanged since it was last opened is not decrypted again, and an entry whose receipt was
-built against the current checkpoint is not built again (:mod:`edge.peer.entries`); the Bundle is joined from the entries' JSON; the AuditEvents are
-serialized on the read thread so the single writer only seals, inserts and appends them.
+built against the current checkpoint is not built again (:mod:`edge.peer.entries`); the
+Bundle is joined from the entries' JSON; the AuditEvents are serialized on the read thread
+so the single writer only seals, inserts and appends them.
 """
 
 from __future__ import annotations
@@ -182,8 +183,8 @@ class PeerService:
         self._all_readers: list[sqlite3.Connection] = []
         self.counters = PeerCounters()
         self._audits = AuditBatcher(committer, self._store, on_notice=on_notice)
-        self._records = RecordCache()
         self._entries = EntryCache()
+        self._records = RecordCache(on_forget=self._entries.forget_leaves)
 
     def update(self, settings: PeerSettings) -> None:
         """New consent default, roles, limits (SIGHUP); the next request uses them."""

@@ -14,6 +14,7 @@ import pytest
 from edge.crypto.errors import IntegrityError
 from edge.peer.codes import RECEIPT_EXTENSION, RECEIPT_PENDING_EXTENSION
 from edge.peer.entries import EntryCache, Record, RecordCache, bundle_json, entry_json
+from edge.store.erasure import erase_patient
 from edge.store.keys import PatientRef
 from edge.store.resources import ResourceVersion
 from ledger_client.receipt import Receipt, verify_receipt
@@ -156,6 +157,28 @@ async def test_a_row_whose_key_is_gone_is_refused(env: PeerEnv) -> None:
     # The process still holds the key's material; the database says it is gone.
     with pytest.raises(IntegrityError):
         await env.get("/Patient/pat-2/$everything", {"_count": "100"})
+
+
+async def test_an_erased_patients_records_leave_the_caches_at_the_next_request(
+        env: PeerEnv) -> None:
+    await everything(env)
+    await everything(env, "/Patient/pat-2/$everything")
+    def held() -> set[str]:
+        return {record.id for (_, record), _cost in records(env)._items.values()}
+
+    assert {"obs-50", "obs-2"} <= held()
+    conn = env.connect()
+    try:
+        # As ``hie-edge erase`` does it, from another connection (another process).
+        assert erase_patient(conn, env.store.keys, REF2.system, REF2.value).found
+    finally:
+        conn.close()
+    await everything(env)  # any request: pat-1's
+    assert "obs-50" not in held() and "obs-2" in held()
+    entries = env.service._entries
+    assert isinstance(entries, EntryCache)
+    left = [json.loads(entry)["resource"]["id"] for entry, _ in entries._items.values()]
+    assert "obs-50" not in left and "obs-2" in left
 
 
 async def test_consent_changes_count_from_the_next_request(env: PeerEnv) -> None:
