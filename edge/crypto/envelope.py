@@ -1,8 +1,8 @@
 """Sealing stored payloads with AES-256-GCM under a data key.
 
-Ciphertext layout, format 1 (45 bytes of overhead)::
+Ciphertext layout, formats 1 and 2 (45 bytes of overhead)::
 
-    0x01 | key id (16) | nonce (12) | AES-GCM ciphertext (len(plaintext)) | tag (16)
+    format (1) | key id (16) | nonce (12) | AES-GCM ciphertext (len(plaintext)) | tag (16)
 
 The first byte is the format version: a later format gets a new number and this module keeps
 opening the old ones, so stored rows never need rewriting for a format change. The key id says
@@ -13,6 +13,15 @@ encoding of the row's context (:class:`AAD`: table, row id, version). A cipherte
 opens only under its own key, in its own table, at its own row and version: a row copied to
 another row, an old version replayed in place of the current one, or a header naming another
 key all fail authentication.
+
+Format 2 (``seal(..., bound=value)``) appends one more value to the associated data after the
+context: a value stored in clear beside the ciphertext that must not change independently of
+it (the store binds a resource version's ledger leaf hash, so a read need not hash the record
+again to know the column is the one written with it). The context's encoding is
+self-delimiting, so the bound value is simply the rest of the associated data, and the format
+byte in the header keeps the two formats' associated data apart. A format-2 blob opens only
+with its bound value (:func:`open_` with ``bound=``); :func:`binds` says which blobs cover
+one, so a reader still checks the value itself for format-1 rows.
 
 Nonces are 96 random bits from ``os.urandom``. NIST SP 800-38D section 8.3 bounds random-nonce
 use to 2^32 encryptions per key; per-patient keys are nowhere near it, and the inbox key should
@@ -31,11 +40,15 @@ from edge.crypto.errors import CryptoError, IntegrityError
 from edge.crypto.keys import KEY_ID_LEN, NONCE_LEN, DataKey
 
 FORMAT_V1 = 0x01
+FORMAT_V2 = 0x02  # format 1 with a bound value after the context in the associated data
 TAG_LEN = 16
 HEADER_LEN = 1 + KEY_ID_LEN
 OVERHEAD = HEADER_LEN + NONCE_LEN + TAG_LEN
+_BODY = HEADER_LEN + NONCE_LEN  # where the ciphertext starts
 
 _FORMAT_V1_BYTE = bytes([FORMAT_V1])
+_FORMAT_V2_BYTE = bytes([FORMAT_V2])
+_FORMATS = frozenset({FORMAT_V1, FORMAT_V2})
 _AAD_DOMAIN = b"hie-edge/aad/v1\x00"
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
@@ -79,14 +92,25 @@ class AAD:
         return f"table {self.table!r} row {self.row_id!r} version {self.version}"
 
 
-def seal(key: DataKey, plaintext: bytes, aad: AAD) -> bytes:
-    """Encrypt ``plaintext`` under ``key``, bound to ``aad``. Returns the format-1 blob."""
+def seal(key: DataKey, plaintext: bytes, aad: AAD, *, bound: bytes | None = None) -> bytes:
+    """Encrypt ``plaintext`` under ``key``, bound to ``aad``. Returns the format-1 blob, or
+    with ``bound`` the format-2 blob whose authentication also covers ``bound``."""
     aead = key._aead
     if aead is None:
         raise CryptoError(f"key {key.key_id} has purpose {key.purpose.value}: not for encryption")
-    header = _FORMAT_V1_BYTE + key.key_id_bytes
     nonce = os.urandom(NONCE_LEN)
-    return header + nonce + aead.encrypt(nonce, plaintext, header + aad.encode())
+    if bound is None:
+        header = _FORMAT_V1_BYTE + key.key_id_bytes
+        return header + nonce + aead.encrypt(nonce, plaintext, header + aad.encode())
+    header = _FORMAT_V2_BYTE + key.key_id_bytes
+    return header + nonce + aead.encrypt(nonce, plaintext, header + aad.encode() + bound)
+
+
+def binds(blob: bytes) -> bool:
+    """Whether ``blob``'s format authenticates a bound value (format 2): :func:`open_` then
+    verified the ``bound`` it was given. Not authenticated by itself, and needs none: a blob
+    whose format byte was changed no longer opens."""
+    return blob[:1] == _FORMAT_V2_BYTE
 
 
 def peek_key_id(blob: bytes, aad: AAD | None = None) -> str:
@@ -98,7 +122,7 @@ def peek_key_id(blob: bytes, aad: AAD | None = None) -> str:
 
 
 def _check_shape(blob: bytes, aad: AAD | None) -> None:
-    if len(blob) >= OVERHEAD and blob[0] == FORMAT_V1:
+    if len(blob) >= OVERHEAD and blob[0] in _FORMATS:
         return
     if len(blob) < OVERHEAD:
         problem = f"{len(blob)} bytes, shorter than any sealed value"
@@ -111,33 +135,43 @@ def _check_shape(blob: bytes, aad: AAD | None) -> None:
     )
 
 
-def open_(key: DataKey, blob: bytes, aad: AAD) -> bytes:
-    """Decrypt a blob made by :func:`seal` with the same key and AAD.
+def open_(key: DataKey, blob: bytes, aad: AAD, *, bound: bytes | None = None) -> bytes:
+    """Decrypt a blob made by :func:`seal` with the same key and AAD (and, for a format-2
+    blob, the same ``bound`` value; a format-1 blob does not cover ``bound`` and it is not
+    looked at: see :func:`binds`).
 
     Raises :class:`IntegrityError` (naming table, row and version, never content) when the blob
     is malformed, was sealed under another key, or fails authentication: a flipped byte
-    anywhere, a row swapped from elsewhere, an old version replayed. Never returns unverified
-    data.
+    anywhere, a row swapped from elsewhere, an old version replayed, a bound value changed or
+    missing. Never returns unverified data.
     """
     aead = key._aead
     if aead is None:
         raise CryptoError(f"key {key.key_id} has purpose {key.purpose.value}: not for encryption")
-    _check_shape(blob, aad)
-    header = blob[:HEADER_LEN]
-    if header[1:] != key.key_id_bytes:
+    if len(blob) < OVERHEAD or blob[0] not in _FORMATS:
+        _check_shape(blob, aad)  # raises, naming the problem
+    if blob[1:HEADER_LEN] != key.key_id_bytes:
         raise IntegrityError(
-            f"{aad.describe()}: sealed under key {header[1:].hex()}, not {key.key_id}",
+            f"{aad.describe()}: sealed under key {blob[1:HEADER_LEN].hex()}, not {key.key_id}",
             table=aad.table,
             row_id=aad.row_id,
             version=aad.version,
             key_id=key.key_id,
         )
-    try:
-        return aead.decrypt(
-            blob[HEADER_LEN : HEADER_LEN + NONCE_LEN],
-            memoryview(blob)[HEADER_LEN + NONCE_LEN :],
-            header + aad.encode(),
+    if blob[0] == FORMAT_V1:
+        associated = blob[:HEADER_LEN] + aad.encode()
+    elif bound is None:
+        raise IntegrityError(
+            f"{aad.describe()}: format-2 ciphertext opened without its bound value",
+            table=aad.table,
+            row_id=aad.row_id,
+            version=aad.version,
+            key_id=key.key_id,
         )
+    else:
+        associated = blob[:HEADER_LEN] + aad.encode() + bound
+    try:
+        return aead.decrypt(blob[HEADER_LEN:_BODY], blob[_BODY:], associated)
     except InvalidTag:
         raise IntegrityError(
             f"{aad.describe()}: ciphertext failed authentication under key {key.key_id} "

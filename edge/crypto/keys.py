@@ -82,12 +82,14 @@ CREDENTIAL_NAME = "kek"
 ARCHIVE_PREFIX = "kek."
 
 WRAP_FORMAT_V1 = 0x01
+_WRAP_FORMAT_V1_BYTE = bytes([WRAP_FORMAT_V1])
 _WRAP_HEADER_LEN = 1 + KEK_ID_LEN
 WRAPPED_LEN = _WRAP_HEADER_LEN + NONCE_LEN + DATA_KEY_LEN + 16
 
 _KEK_ID_LABEL = b"hie-edge/kek-id/v1"
 _WRAP_AAD_DOMAIN = b"hie-edge/wrap/v1\x00"
 _MAX_KEY_FILE = 4096
+_U32 = struct.Struct(">I")
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -158,9 +160,8 @@ class DataKey:
     @classmethod
     def generate(cls, purpose: KeyPurpose, owner: str) -> DataKey:
         """A new random key with a new random key id."""
-        return cls(
-            secrets.token_bytes(KEY_ID_LEN).hex(), purpose, owner, secrets.token_bytes(DATA_KEY_LEN)
-        )
+        raw = os.urandom(KEY_ID_LEN + DATA_KEY_LEN)  # one read of the OS CSPRNG for both
+        return cls(raw[:KEY_ID_LEN].hex(), purpose, owner, raw[KEY_ID_LEN:])
 
     def __repr__(self) -> str:
         return f"DataKey(key_id={self.key_id!r}, purpose={self.purpose.value!r})"
@@ -200,7 +201,7 @@ def _wrap_aad(header: bytes, key_id: str, purpose: str, owner: str) -> bytes:
     parts = [_WRAP_AAD_DOMAIN, header]
     for text in (key_id, purpose, owner):
         raw = text.encode("utf-8")
-        parts.append(struct.pack(">I", len(raw)))
+        parts.append(_U32.pack(len(raw)))
         parts.append(raw)
     return b"".join(parts)
 
@@ -242,12 +243,15 @@ class Keyring:
 
     def wrap(self, key: DataKey) -> WrappedKey:
         """Wrap ``key`` under the current KEK."""
+        return WrappedKey(key.key_id, key.purpose, key.owner, self.wrap_blob(key))
+
+    def wrap_blob(self, key: DataKey) -> bytes:
+        """The ``blob`` of :meth:`wrap` alone (a new key's row, written by its caller)."""
         kek = self._current
-        header = bytes([WRAP_FORMAT_V1]) + kek.kek_id_bytes
+        header = _WRAP_FORMAT_V1_BYTE + kek.kek_id_bytes
         nonce = os.urandom(NONCE_LEN)
         aad = _wrap_aad(header, key.key_id, key.purpose.value, key.owner)
-        sealed = kek._aead.encrypt(nonce, key._material, aad)
-        return WrappedKey(key.key_id, key.purpose, key.owner, header + nonce + sealed)
+        return header + nonce + kek._aead.encrypt(nonce, key._material, aad)
 
     def unwrap(self, wrapped: WrappedKey) -> DataKey:
         """The data key inside ``wrapped``.

@@ -57,6 +57,10 @@ def _now_sql() -> str:
     return "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
 
+_INSERT_KEY = (f"INSERT INTO {DATA_KEYS} (key_id, purpose, owner, wrapped, created_at) "  # noqa: S608
+               f"VALUES (?, ?, ?, ?, {_now_sql()})")
+
+
 class StoreKeys:
     """Unwrapped data keys cached in memory; the key rows read through the caller's
     connection. Thread-safe: the writer thread and reader threads share one instance."""
@@ -125,13 +129,15 @@ class StoreKeys:
             "WHERE purpose = ? AND owner = ?", (purpose.value, owner)).fetchone()
         if row is not None:
             return self.from_row(row)
+        return self.create(conn, purpose, owner)
+
+    def create(self, conn: sqlite3.Connection, purpose: KeyPurpose, owner: str) -> DataKey:
+        """A new key for ``(purpose, owner)``, for a caller that has just seen, in the same
+        write transaction on ``conn``, that there is none (:meth:`get_or_create` otherwise;
+        a second key for an owner is refused by the ``data_keys_by_owner`` unique index)."""
         keyring = self._current_keyring(conn)
         key = DataKey.generate(purpose, owner)
-        wrapped = keyring.wrap(key)
-        conn.execute(
-            f"INSERT INTO {DATA_KEYS} (key_id, purpose, owner, wrapped, created_at) "  # noqa: S608
-            f"VALUES (?, ?, ?, ?, {_now_sql()})",
-            (key.key_id, purpose.value, owner, wrapped.blob))
+        conn.execute(_INSERT_KEY, (key.key_id, purpose.value, owner, keyring.wrap_blob(key)))
         with self._lock:
             self._by_id[key.key_id] = key
         return key

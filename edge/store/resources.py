@@ -37,9 +37,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edge.crypto.blind_index import BlindIndexer, IndexKind, parse_identifier_token
-from edge.crypto.envelope import AAD, open_, seal
+from edge.crypto.envelope import AAD, binds, open_, seal
 from edge.crypto.errors import IntegrityError
-from edge.crypto.keys import KeyPurpose
+from edge.crypto.keys import DataKey, KeyPurpose
 from edge.storage.errors import StorageError
 from edge.store._tx import read_snapshot, write_transaction
 from edge.store.errors import ResourceInputError
@@ -62,6 +62,9 @@ _KEY_OF_OWNER = f"SELECT key_id FROM {DATA_KEYS} WHERE purpose = ? AND owner = ?
 _INSERT_VERSION = (f"INSERT INTO {RESOURCES} (type, id, version, patient, key_id, "  # noqa: S608
                    "last_updated, body, leaf_hash, ledger_index) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_READ_NEWEST = (f"SELECT {BASE_COLUMNS} FROM {RESOURCES} r WHERE r.type = ? AND r.id = ? "  # noqa: S608
+                "ORDER BY r.version DESC LIMIT 1")
+_KIND_TEXT = {kind: kind.value for kind in IndexKind}  # Enum.value is a descriptor call
 _IDENTS_PER_STATEMENT = 400  # 800 parameters: far below SQLite's limit of 32766
 # Only the newest version of each resource (search results are current versions).
 CURRENT_ONLY = (f"r.version = (SELECT max(r2.version) FROM {RESOURCES} r2 "  # noqa: S608
@@ -120,6 +123,13 @@ def _key_owner(owner: bytes | None) -> tuple[str, str]:
     if owner is None:
         return KeyPurpose.SYSTEM.value, SYSTEM_OWNER
     return KeyPurpose.PATIENT.value, owner.hex()
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> StorageError:
+    """A database error other than an OperationalError (locked, busy) on a read: the file
+    itself cannot be read."""
+    return StorageError("read resources", "the database is damaged "
+                        f"({type(exc).__name__}); run PRAGMA integrity_check", retriable=False)
 
 
 def _fail(row: int, aad: AAD, key_id: str | None, problem: str) -> IntegrityError:
@@ -199,9 +209,14 @@ class ResourceStore:
                      else indexer.patient_key(patient.system, patient.value))
             # The key's existence is checked on every write: a key erased by another process
             # is never used again.
-            found = conn.execute(_KEY_OF_OWNER, _key_owner(owner)).fetchone()
-            key = ((self.keys.cached(found[0]) if found is not None else None)
-                   or self.keys.for_owner(conn, owner))
+            key_owner = _key_owner(owner)
+            found = conn.execute(_KEY_OF_OWNER, key_owner).fetchone()
+            if found is None:
+                # None in this transaction, which holds the write lock: create it without
+                # asking again (a patient's first message).
+                key = self.keys.create(conn, KeyPurpose(key_owner[0]), key_owner[1])
+            else:
+                key = self.keys.cached(found[0]) or self.keys.for_owner(conn, owner)
             now = fhir_instant(self._clock())
             stored_before = _latest_versions(conn, {(r.type, r.id) for r in records})
             latest = {ident: version for ident, (version, _) in stored_before.items()}
@@ -218,8 +233,11 @@ class ResourceStore:
                 version = latest[ident] = latest[ident] + 1
                 salt = new_salt()
                 plain = salt + record.canonical(version, now)
-                body = seal(key, plain, AAD(RESOURCES, f"{record.type}/{record.id}", version))
-                sealed.append((record, version, salt, leaf_hash(plain), body))
+                leaf = leaf_hash(plain)
+                # Format 2: the leaf hash column is bound into the AAD (check 4).
+                body = seal(key, plain, AAD(RESOURCES, f"{record.type}/{record.id}", version),
+                            bound=leaf)
+                sealed.append((record, version, salt, leaf, body))
             first = None if log is None else log.append([item[3] for item in sealed])
             stored: list[StoredVersion] = []
             # The newest of each Type/id here gets index rows.
@@ -240,7 +258,7 @@ class ResourceStore:
                     if kind is IndexKind.IDENTIFIER:
                         identifiers.append((row, value))
                     else:
-                        demographics.append((row, kind.value, value))
+                        demographics.append((row, _KIND_TEXT[kind], value))
             if identifiers:
                 conn.executemany(f"INSERT INTO {IDENTIFIERS} (resource, value) VALUES (?, ?)",  # noqa: S608
                                  identifiers)
@@ -265,9 +283,23 @@ class ResourceStore:
 
     def read(self, conn: sqlite3.Connection, rtype: str, rid: str) -> ResourceVersion | None:
         """The newest version of ``rtype/rid``, or ``None`` when there is none."""
-        rows = self._select(conn, "r.type = ? AND r.id = ? ORDER BY r.version DESC LIMIT 1",
-                            (rtype, rid))
-        return rows[0] if rows else None
+        # _select's steps for one row, without its lists (the FHIR API's and the peers' read).
+        try:
+            r = conn.execute(_READ_NEWEST, (rtype, rid)).fetchone()
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise _damaged(exc) from None
+        if r is None:
+            return None
+        key = self.keys.cached(r[5])
+        if key is not None:
+            return self._open(r, key, rehash=False)
+        key_row = conn.execute(KEY_ROW_BY_ID, (r[5],)).fetchone()
+        if key_row is None and conn.execute(
+                f"SELECT 1 FROM {RESOURCES} WHERE row = ?", (r[0],)).fetchone() is None:  # noqa: S608
+            return None
+        return self.open_row(r, key_row)
 
     def vread(self, conn: sqlite3.Connection, rtype: str, rid: str,
               version: int) -> ResourceVersion | None:
@@ -367,13 +399,10 @@ class ResourceStore:
         try:
             rows = conn.execute(f"SELECT {BASE_COLUMNS} FROM {RESOURCES} r WHERE {where}",  # noqa: S608
                                 params).fetchall()
+        except sqlite3.OperationalError:
+            raise
         except sqlite3.DatabaseError as exc:
-            # Not an OperationalError (locked, busy): the file itself cannot be read.
-            if isinstance(exc, sqlite3.OperationalError):
-                raise
-            raise StorageError("read resources", "the database is damaged "
-                               f"({type(exc).__name__}); run PRAGMA integrity_check",
-                               retriable=False) from None
+            raise _damaged(exc) from None
         found = []
         for r in rows:
             key_row = None
@@ -385,33 +414,49 @@ class ResourceStore:
             found.append(self.open_row(r, key_row))
         return found
 
-    def open_row(self, r: Sequence[Any], key_row: KeyRow | None = None) -> ResourceVersion:
+    def open_row(self, r: Sequence[Any], key_row: KeyRow | None = None, *,
+                 rehash: bool = False) -> ResourceVersion:
         """Open and verify a row of :data:`BASE_COLUMNS` (see the module docstring for the
-        checks). ``key_row`` is its ``data_keys`` row, needed when the key is not cached."""
-        (row, rtype, rid, version, patient, key_id, last_updated, body, leaf,
-         ledger_index) = r[:10]
-        aad = AAD(RESOURCES, f"{rtype}/{rid}", version)
-        key = self.keys.cached(key_id)
+        checks). ``key_row`` is its ``data_keys`` row, needed when the key is not cached.
+        ``rehash``: hash the record again even when the row's format binds its leaf hash
+        (verification passes)."""
+        key = self.keys.cached(r[5])
         if key is None:
+            aad = AAD(RESOURCES, f"{r[1]}/{r[2]}", r[3])
             if key_row is None or key_row[3] is None:
-                raise _fail(row, aad, key_id, f"its data key {key_id} does not exist (erased?)")
+                raise _fail(r[0], aad, r[5], f"its data key {r[5]} does not exist (erased?)")
             try:
                 key = self.keys.from_row(key_row)
             except IntegrityError as exc:
-                raise _fail(row, aad, key_id, str(exc)) from None
+                raise _fail(r[0], aad, r[5], str(exc)) from None
+        return self._open(r, key, rehash=rehash)
+
+    def _open(self, r: Sequence[Any], key: DataKey, *, rehash: bool) -> ResourceVersion:
+        """:meth:`open_row` once the row's key is found."""
+        (row, rtype, rid, version, patient, key_id, last_updated, body, leaf,
+         ledger_index) = r[:10]
+        aad = AAD(RESOURCES, f"{rtype}/{rid}", version)
         if patient is None:
             owned = key.purpose is KeyPurpose.SYSTEM
         else:
-            owned = key.purpose is KeyPurpose.PATIENT and key.owner == bytes(patient).hex()
+            owned = (key.purpose is KeyPurpose.PATIENT and type(patient) is bytes
+                     and key.owner == patient.hex())
         if not owned:
             raise _fail(row, aad, key_id,
                         "its data key belongs to another owner (row moved between patients)")
+        if type(leaf) is not bytes:  # a BLOB column, unless altered
+            raise _fail(row, aad, key_id, "the leaf hash does not match the record")
+        bound = binds(body)
         try:
-            plain = open_(key, body, aad)
+            plain = open_(key, body, aad, bound=leaf)
         except IntegrityError:
-            raise _fail(row, aad, key_id, "ciphertext failed authentication "
+            raise _fail(row, aad, key_id, "ciphertext failed authentication"
+                        f"{' with its leaf hash' if bound else ''} "
                         "(tampered, swapped or replayed)") from None
-        if len(plain) <= SALT_SIZE or not hmac.compare_digest(leaf_hash(plain), bytes(leaf)):
+        # Format 2 bound the leaf hash column into the AAD, so authentication has covered
+        # check 4; a format-1 row's record is hashed again.
+        if len(plain) <= SALT_SIZE or ((rehash or not bound) and not hmac.compare_digest(
+                leaf_hash(plain), leaf)):
             raise _fail(row, aad, key_id, "the leaf hash does not match the record")
         try:
             resource = json.loads(plain[SALT_SIZE:])
@@ -422,4 +467,4 @@ class ResourceStore:
                 or resource.get("id") != rid or meta.get("versionId") != str(version)):
             raise _fail(row, aad, key_id, "the record's type, id or version is not the row's")
         return ResourceVersion(rtype, rid, version, last_updated, resource,
-                               plain[:SALT_SIZE], bytes(leaf), ledger_index, row)
+                               plain[:SALT_SIZE], leaf, ledger_index, row)

@@ -85,7 +85,7 @@ def _verify_resources(conn: sqlite3.Connection, store: ResourceStore,
         n += 1
         name = f"{row[1]}/{row[2]} v{row[3]} (row {row[0]})"
         try:
-            item = store.open_row(row[:10], row[10:14])
+            item = store.open_row(row[:10], row[10:14], rehash=True)
         except CryptoError as exc:
             report.failures.append(RowFailure(RESOURCES, name, str(exc)))
             continue

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import datetime
+import hmac
+import struct
 
 import pytest
 from hypothesis import given
@@ -34,11 +36,32 @@ def test_depends_on_the_key(idx: BlindIndexer) -> None:
     assert idx.family("Smith") != other.family("Smith")
 
 
-def test_only_index_keys(idx: BlindIndexer) -> None:
+def test_only_index_keys() -> None:
     with pytest.raises(CryptoError, match="index key"):
         BlindIndexer(DataKey.generate(KeyPurpose.PATIENT, "p"))
+    key = DataKey.generate(KeyPurpose.INDEX, "index")
+    idx = BlindIndexer(key)
     assert idx.key_id in repr(idx)
-    assert idx._material.hex() not in repr(idx)
+    assert key._material.hex() not in repr(idx)
+
+
+def test_values_are_hmac_sha256_of_the_documented_input() -> None:
+    # The indexer keeps HMAC's keyed states instead of calling hmac.digest; the values must
+    # stay exactly HMAC-SHA256 over the layout in the module docstring, or every index
+    # written before would stop matching.
+    key = DataKey.generate(KeyPurpose.INDEX, "index")
+    idx = BlindIndexer(key)
+    expected = hmac.digest(
+        key._material,
+        b"hie-edge/blind-index/v1\x00identifier\x00"
+        + struct.pack(">I", len(SYS)) + SYS.encode() + struct.pack(">I", 6) + b"MRN123",
+        "sha256")
+    assert idx.identifier(SYS, "MRN123") == expected
+    assert idx.fingerprint(b"MSH|x") == hmac.digest(
+        key._material, b"hie-edge/blind-index/v1\x00message\x00MSH|x", "sha256")
+    assert idx.family("M\u00fcller") == hmac.digest(
+        key._material, b"hie-edge/blind-index/v1\x00family\x00\x00\x00\x00\x06muller",
+        "sha256")
 
 
 # --- identifiers -----------------------------------------------------------------------

@@ -4,7 +4,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.crypto.envelope import AAD, HEADER_LEN, OVERHEAD, open_, peek_key_id, reseal, seal
+from edge.crypto.envelope import (
+    AAD,
+    HEADER_LEN,
+    OVERHEAD,
+    binds,
+    open_,
+    peek_key_id,
+    reseal,
+    seal,
+)
 from edge.crypto.errors import CryptoError, IntegrityError
 from edge.crypto.keys import DataKey, KeyPurpose
 from edge.errors import EdgeError
@@ -99,9 +108,37 @@ def test_truncated_tail_of_a_longer_blob_is_refused(key: DataKey) -> None:
 
 
 def test_unknown_format_is_refused(key: DataKey) -> None:
-    blob = bytes([2]) + seal(key, PAYLOAD, CTX)[1:]
-    with pytest.raises(IntegrityError, match="unknown ciphertext format 2"):
+    blob = bytes([3]) + seal(key, PAYLOAD, CTX)[1:]
+    with pytest.raises(IntegrityError, match="unknown ciphertext format 3"):
         open_(key, blob, CTX)
+
+
+LEAF = bytes(range(32))
+
+
+def test_format_2_binds_the_bound_value(key: DataKey) -> None:
+    blob = seal(key, PAYLOAD, CTX, bound=LEAF)
+    assert blob[0] == 2 and binds(blob) and len(blob) == len(PAYLOAD) + OVERHEAD
+    assert open_(key, blob, CTX, bound=LEAF) == PAYLOAD
+    for other in (LEAF[:-1] + b"\xff", LEAF[:31], LEAF + b"\x00", b""):
+        with pytest.raises(IntegrityError, match="failed authentication"):
+            open_(key, blob, CTX, bound=other)
+    with pytest.raises(IntegrityError, match="without its bound value"):
+        open_(key, blob, CTX)
+    # The context still counts, and the bound value cannot stand in for part of it.
+    with pytest.raises(IntegrityError, match="failed authentication"):
+        open_(key, blob, AAD("resources", "Patient/abc", 4), bound=LEAF)
+
+
+def test_formats_cannot_be_swapped(key: DataKey) -> None:
+    one, two = seal(key, PAYLOAD, CTX), seal(key, PAYLOAD, CTX, bound=LEAF)
+    assert not binds(one)
+    # Format 1 ignores a bound value (binds() says so); relabelled blobs open as neither.
+    assert open_(key, one, CTX, bound=LEAF) == PAYLOAD
+    with pytest.raises(IntegrityError, match="failed authentication"):
+        open_(key, bytes([2]) + one[1:], CTX, bound=b"")
+    with pytest.raises(IntegrityError, match="failed authentication"):
+        open_(key, bytes([1]) + two[1:], CTX)
 
 
 def test_nonces_are_unique(key: DataKey) -> None:

@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 
+from edge.crypto.envelope import AAD, open_, seal
 from edge.crypto.errors import IntegrityError
 from edge.store.resources import ResourceStore
 from edge.store.verify import verify_store
@@ -110,10 +111,53 @@ def test_a_replayed_old_version_is_detected(filled: sqlite3.Connection,
 def test_an_altered_leaf_hash_is_detected(filled: sqlite3.Connection,
                                          store: ResourceStore) -> None:
     row = _row(filled, "obs-1-1")
+    assert _body(filled, row)[0] == 2  # format 2: the leaf hash is in the AAD
+    leaf = filled.execute("SELECT leaf_hash FROM resources WHERE row = ?", (row,)).fetchone()[0]
+    for altered in (bytes(32), leaf[:-1] + bytes([leaf[-1] ^ 1]), leaf[:16], leaf.hex()):
+        _set(filled, row, "leaf_hash", altered)
+        error = _assert_refused(lambda: store.read(filled, "Observation", "obs-1-1"), row,
+                                "obs-1-1")
+        assert "leaf hash" in str(error)
+        assert not verify_store(filled, store.keys).ok
+
+
+def _as_format_1(conn: sqlite3.Connection, store: ResourceStore, row: int) -> None:
+    """Seal a row again the way the store did before format 2 (leaf hash not in the AAD)."""
+    rtype, rid, version, key_id, body, leaf = conn.execute(
+        "SELECT type, id, version, key_id, body, leaf_hash FROM resources WHERE row = ?",
+        (row,)).fetchone()
+    key = store.keys.get(conn, key_id)
+    aad = AAD("resources", f"{rtype}/{rid}", version)
+    plain = open_(key, body, aad, bound=leaf)
+    _set(conn, row, "body", seal(key, plain, aad))
+
+
+def test_format_1_rows_still_open_and_are_hashed_again(filled: sqlite3.Connection,
+                                                      store: ResourceStore) -> None:
+    row = _row(filled, "obs-1-1")
+    before = store.read(filled, "Observation", "obs-1-1")
+    _as_format_1(filled, store, row)
+    assert _body(filled, row)[0] == 1
+    after = store.read(filled, "Observation", "obs-1-1")
+    assert after is not None and before is not None
+    assert (after.resource, after.salt, after.leaf_hash) == (before.resource, before.salt,
+                                                             before.leaf_hash)
+    assert verify_store(filled, store.keys).ok
+    # Without the AAD binding, the leaf hash is checked against the record itself.
     _set(filled, row, "leaf_hash", bytes(32))
     error = _assert_refused(lambda: store.read(filled, "Observation", "obs-1-1"), row,
                             "obs-1-1")
-    assert "leaf hash" in str(error)
+    assert "the leaf hash does not match the record" in str(error)
+
+
+def test_a_format_2_body_relabelled_as_format_1_is_detected(filled: sqlite3.Connection,
+                                                           store: ResourceStore) -> None:
+    # Claiming the old format would skip the AAD binding of the leaf hash: it cannot open.
+    row = _row(filled, "obs-1-1")
+    _set(filled, row, "body", b"\x01" + _body(filled, row)[1:])
+    error = _assert_refused(lambda: store.read(filled, "Observation", "obs-1-1"), row,
+                            "obs-1-1")
+    assert "failed authentication" in str(error)
 
 
 def test_a_forged_identifier_index_row_is_detected(filled: sqlite3.Connection,
