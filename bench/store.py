@@ -89,6 +89,7 @@ CREATE TABLE resources (row INTEGER PRIMARY KEY, type TEXT NOT NULL, id TEXT NOT
 CREATE UNIQUE INDEX resources_by_identity ON resources (type, id, version);
 CREATE INDEX resources_by_patient_type ON resources (patient, type, id);
 CREATE INDEX resources_unanchored ON resources (row) WHERE ledger_index IS NULL;
+CREATE INDEX resources_by_type_updated ON resources (type, last_updated);
 CREATE TABLE resource_identifiers (resource INTEGER NOT NULL REFERENCES resources(row),
     value TEXT NOT NULL);
 CREATE INDEX resource_identifiers_by_value ON resource_identifiers (value);

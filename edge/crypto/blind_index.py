@@ -8,9 +8,19 @@ purpose ``index``, never used for anything else) over::
 
 The *kind* separates domains: the same text indexed as a family name and as a given name gives
 unrelated values, and ``patient-key`` values (the owner of a patient's data key) cannot be
-joined with ``identifier`` values. Values are the full 32-byte digest (``bytes``, for BLOB
-columns: half the size of hex, and indexable). Equality of inputs after normalization is all
-an index reveals; lookups normalize the query the same way.
+joined with ``identifier`` values. Equality of inputs after normalization is all an index
+reveals; lookups normalize the query the same way.
+
+Values are ``bytes`` (for BLOB columns: half the size of hex, and indexable). Search terms
+(``identifier``, ``family``, ``given``, ``birthdate``, ``gender``: :meth:`BlindIndexer.term`)
+are the HMAC truncated to its first 16 bytes (``TERM_LEN``), as NIST SP 800-107 Rev. 1
+section 5.3.3 allows: 128 bits leave an accidental collision among a billion stored values at
+about 2^-68 and forging a value without the key at 2^-128, while the index rows, one random
+b-tree entry each, take half the space and the pages a commit writes shrink with them (a
+search that matched a collision is still refused: reads re-derive the terms from the record).
+``patient-key`` values stay the full 32 bytes: they are the owner of each patient's data key,
+bound into its wrapping, which only the KEK could redo. ``message`` fingerprints stay 32
+bytes too.
 
 Normalization, and why:
 
@@ -47,6 +57,7 @@ from edge.crypto.errors import CryptoError, IndexInputError
 from edge.crypto.keys import DataKey, KeyPurpose
 
 DIGEST_LEN = 32
+TERM_LEN = 16  # search terms: the HMAC's first 128 bits (see the module docstring)
 _DOMAIN = b"hie-edge/blind-index/v1\x00"
 _U32 = struct.Struct(">I")
 _FHIR_DATE = re.compile(r"[0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?)?")
@@ -176,12 +187,8 @@ class BlindIndexer:
             self._kinds[kind] = state
         self.key_id = key.key_id
 
-    def _digest(self, kind: IndexKind, *fields: str) -> bytes:
-        return self.term(kind, fields)
-
-    def term(self, kind: IndexKind, fields: tuple[str, ...]) -> bytes:
-        """The index value of fields already normalized for ``kind`` (the store prepares
-        them off the writer: :func:`edge.store.prepared.index_terms`)."""
+    def _digest(self, kind: IndexKind, fields: tuple[str, ...]) -> bytes:
+        """The full HMAC-SHA256 of normalized fields under ``kind``."""
         inner = self._kinds[kind].copy()
         for field in fields:
             raw = field.encode("utf-8")
@@ -190,24 +197,31 @@ class BlindIndexer:
         outer.update(inner.digest())
         return outer.digest()
 
+    def term(self, kind: IndexKind, fields: tuple[str, ...]) -> bytes:
+        """The search term (``TERM_LEN`` bytes) of fields already normalized for ``kind``
+        (the store prepares them off the writer: :func:`edge.store.prepared.index_terms`).
+        Not for ``patient-key`` values, which are full digests (:meth:`patient_key`)."""
+        return self._digest(kind, fields)[:TERM_LEN]
+
     def identifier(self, system: str, value: str) -> bytes:
-        return self._digest(IndexKind.IDENTIFIER, *normalize_identifier(system, value))
+        return self.term(IndexKind.IDENTIFIER, normalize_identifier(system, value))
 
     def patient_key(self, system: str, value: str) -> bytes:
+        """The full 32-byte value (see the module docstring)."""
         normalized = normalize_identifier(system, value, IndexKind.PATIENT_KEY)
-        return self._digest(IndexKind.PATIENT_KEY, *normalized)
+        return self._digest(IndexKind.PATIENT_KEY, normalized)
 
     def family(self, name: str) -> bytes:
-        return self._digest(IndexKind.FAMILY, normalize_name(name, IndexKind.FAMILY))
+        return self.term(IndexKind.FAMILY, (normalize_name(name, IndexKind.FAMILY),))
 
     def given(self, name: str) -> bytes:
-        return self._digest(IndexKind.GIVEN, normalize_name(name, IndexKind.GIVEN))
+        return self.term(IndexKind.GIVEN, (normalize_name(name, IndexKind.GIVEN),))
 
     def birthdate(self, value: datetime.date | str) -> bytes:
-        return self._digest(IndexKind.BIRTHDATE, normalize_birthdate(value))
+        return self.term(IndexKind.BIRTHDATE, (normalize_birthdate(value),))
 
     def gender(self, code: str) -> bytes:
-        return self._digest(IndexKind.GENDER, normalize_gender(code))
+        return self.term(IndexKind.GENDER, (normalize_gender(code),))
 
     def fingerprint(self, data: bytes) -> bytes:
         """Keyed hash of raw bytes (inbox duplicate detection): equal bytes, equal digest,

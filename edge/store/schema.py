@@ -1,4 +1,5 @@
-"""The store's tables (migrations 10-13 and 41; the registry is in :mod:`edge.storage.database`).
+"""The store's tables (migrations 2, 10-13, 41 and 42; the registry is in
+:mod:`edge.storage.database`).
 
 ``resources``: one row per FHIR resource version. In clear: type, logical id, version, the
 patient's blind index (``patient``, HMAC under the index key, never the identifier), the data
@@ -9,7 +10,9 @@ the patient's data key, or the SYSTEM key for resources without a patient): the 
 
 ``resource_identifiers`` and ``patient_demographics``: blind indexes of the *current* version
 of each resource (older versions are found through history, not search), so a search never
-has to skip superseded rows and a stale index row is a verification failure.
+has to skip superseded rows and a stale index row is a verification failure. Values are
+16-byte search terms (:data:`edge.crypto.blind_index.TERM_LEN`; migration 42 truncated the
+32-byte values written before).
 
 ``data_keys``: every data key, wrapped under the KEK (:class:`edge.store.keys.StoreKeys`).
 
@@ -141,3 +144,14 @@ def _create_change_epoch(db: sqlite_utils.Database) -> None:
         f"AND id = NEW.id AND version = NEW.version - 1) {bump}",
     ):
         db.execute(statement)
+
+
+@migration(42, "blind index search terms truncated to 16 bytes")
+def _truncate_search_terms(db: sqlite_utils.Database) -> None:
+    # Search terms are the HMAC's first 16 bytes since this release (edge.crypto.blind_index,
+    # TERM_LEN): the index rows written before keep matching once cut the same way. Literal
+    # SQL: a migration's statements stay as they ran. substr() of a BLOB counts bytes and
+    # returns a BLOB.
+    for table in ("resource_identifiers", "patient_demographics"):
+        db.execute(f"UPDATE {table} SET value = substr(value, 1, 16) "  # noqa: S608
+                   "WHERE length(value) > 16")

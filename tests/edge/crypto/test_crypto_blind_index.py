@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.crypto.blind_index import (
+    TERM_LEN,
     BlindIndexer,
     normalize_name,
     parse_identifier_token,
@@ -24,10 +25,12 @@ def idx() -> BlindIndexer:
     return BlindIndexer(DataKey.generate(KeyPurpose.INDEX, "index"))
 
 
-def test_deterministic_full_digest(idx: BlindIndexer) -> None:
+def test_deterministic_terms_and_full_patient_keys(idx: BlindIndexer) -> None:
     a = idx.identifier(SYS, "MRN123")
     assert a == idx.identifier(SYS, "MRN123")
-    assert isinstance(a, bytes) and len(a) == 32
+    assert isinstance(a, bytes) and len(a) == TERM_LEN == 16
+    assert len(idx.family("Smith")) == len(idx.birthdate("1970-01-01")) == TERM_LEN
+    assert len(idx.patient_key(SYS, "MRN123")) == 32  # the owner of stored data keys
 
 
 def test_depends_on_the_key(idx: BlindIndexer) -> None:
@@ -51,17 +54,21 @@ def test_values_are_hmac_sha256_of_the_documented_input() -> None:
     # written before would stop matching.
     key = DataKey.generate(KeyPurpose.INDEX, "index")
     idx = BlindIndexer(key)
+    def expected_input() -> bytes:
+        return struct.pack(">I", len(SYS)) + SYS.encode() + struct.pack(">I", 6) + b"MRN123"
+
     expected = hmac.digest(
-        key._material,
-        b"hie-edge/blind-index/v1\x00identifier\x00"
-        + struct.pack(">I", len(SYS)) + SYS.encode() + struct.pack(">I", 6) + b"MRN123",
+        key._material, b"hie-edge/blind-index/v1\x00identifier\x00" + expected_input(),
         "sha256")
-    assert idx.identifier(SYS, "MRN123") == expected
+    assert idx.identifier(SYS, "MRN123") == expected[:16]  # search terms: truncated
+    assert idx.patient_key(SYS, "MRN123") == hmac.digest(
+        key._material, b"hie-edge/blind-index/v1\x00patient-key\x00" + expected_input(),
+        "sha256")
     assert idx.fingerprint(b"MSH|x") == hmac.digest(
         key._material, b"hie-edge/blind-index/v1\x00message\x00MSH|x", "sha256")
     assert idx.family("M\u00fcller") == hmac.digest(
         key._material, b"hie-edge/blind-index/v1\x00family\x00\x00\x00\x00\x06muller",
-        "sha256")
+        "sha256")[:16]
 
 
 # --- identifiers -----------------------------------------------------------------------
