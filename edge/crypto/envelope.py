@@ -153,36 +153,24 @@ def open_(key: DataKey, blob: bytes, aad: AAD, *, bound: bytes | None = None) ->
     if len(blob) < OVERHEAD or blob[0] not in _FORMATS:
         _check_shape(blob, aad)  # raises, naming the problem
     if blob[1:HEADER_LEN] != key.key_id_bytes:
-        raise IntegrityError(
-            f"{aad.describe()}: sealed under key {blob[1:HEADER_LEN].hex()}, not {key.key_id}",
-            table=aad.table,
-            row_id=aad.row_id,
-            version=aad.version,
-            key_id=key.key_id,
-        )
+        raise _refused(aad, key, f"sealed under key {blob[1:HEADER_LEN].hex()}, "
+                                 f"not {key.key_id}")
     if blob[0] == FORMAT_V1:
         associated = blob[:HEADER_LEN] + aad.encode()
     elif bound is None:
-        raise IntegrityError(
-            f"{aad.describe()}: format-2 ciphertext opened without its bound value",
-            table=aad.table,
-            row_id=aad.row_id,
-            version=aad.version,
-            key_id=key.key_id,
-        )
+        raise _refused(aad, key, "format-2 ciphertext opened without its bound value")
     else:
         associated = blob[:HEADER_LEN] + aad.encode() + bound
     try:
         return aead.decrypt(blob[HEADER_LEN:_BODY], blob[_BODY:], associated)
     except InvalidTag:
-        raise IntegrityError(
-            f"{aad.describe()}: ciphertext failed authentication under key {key.key_id} "
-            "(tampered, swapped or replayed)",
-            table=aad.table,
-            row_id=aad.row_id,
-            version=aad.version,
-            key_id=key.key_id,
-        ) from None
+        raise _refused(aad, key, f"ciphertext failed authentication under key {key.key_id} "
+                                 "(tampered, swapped or replayed)") from None
+
+
+def _refused(aad: AAD, key: DataKey, problem: str) -> IntegrityError:
+    return IntegrityError(f"{aad.describe()}: {problem}", table=aad.table, row_id=aad.row_id,
+                          version=aad.version, key_id=key.key_id)
 
 
 def reseal(old_key: DataKey, new_key: DataKey, blob: bytes, old_aad: AAD, new_aad: AAD) -> bytes:
