@@ -132,11 +132,17 @@ def _key_owner(owner: bytes | None) -> tuple[str, str]:
     return KeyPurpose.PATIENT.value, owner.hex()
 
 
-def _damaged(exc: sqlite3.DatabaseError) -> StorageError:
-    """A database error other than an OperationalError (locked, busy) on a read: the file
-    itself cannot be read."""
-    return StorageError("read resources", "the database is damaged "
-                        f"({type(exc).__name__}); run PRAGMA integrity_check", retriable=False)
+def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    """The rows of a read. A database error other than an OperationalError (locked, busy)
+    means the file itself cannot be read: a StorageError saying so."""
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:
+        raise
+    except sqlite3.DatabaseError as exc:
+        raise StorageError("read resources", "the database is damaged "
+                           f"({type(exc).__name__}); run PRAGMA integrity_check",
+                           retriable=False) from None
 
 
 def _fail(row: int, aad: AAD, key_id: str | None, problem: str) -> IntegrityError:
@@ -297,24 +303,11 @@ class ResourceStore:
 
     def read(self, conn: sqlite3.Connection, rtype: str, rid: str) -> ResourceVersion | None:
         """The newest version of ``rtype/rid``, or ``None`` when there is none."""
-        # _select's steps for one row, without its lists (the FHIR API's and the peers' read).
-        try:
-            found = conn.execute(_READ_NEWEST, (rtype, rid)).fetchone()
-        except sqlite3.OperationalError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise _damaged(exc) from None
-        if found is None:
+        rows = _rows(conn, _READ_NEWEST, (rtype, rid))
+        if not rows:
             return None
-        r = (found[0], rtype, rid, *found[1:])
-        key = self.keys.cached(r[5])
-        if key is not None:
-            return self._open(r, key, rehash=False)
-        key_row = conn.execute(KEY_ROW_BY_ID, (r[5],)).fetchone()
-        if key_row is None and conn.execute(
-                f"SELECT 1 FROM {RESOURCES} WHERE row = ?", (r[0],)).fetchone() is None:  # noqa: S608
-            return None
-        return self.open_row(r, key_row)
+        found = rows[0]
+        return self._open_found(conn, (found[0], rtype, rid, *found[1:]))
 
     def vread(self, conn: sqlite3.Connection, rtype: str, rid: str,
               version: int) -> ResourceVersion | None:
@@ -411,23 +404,20 @@ class ResourceStore:
         # One statement for the rows; a key not cached yet is read after it. Erasure deletes
         # a key and its rows together, so a missing key with its row gone means the row was
         # erased in between (it is skipped); with its row still there it is a finding.
-        try:
-            rows = conn.execute(f"SELECT {BASE_COLUMNS} FROM {RESOURCES} r WHERE {where}",  # noqa: S608
-                                params).fetchall()
-        except sqlite3.OperationalError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise _damaged(exc) from None
-        found = []
-        for r in rows:
-            key_row = None
-            if self.keys.cached(r[5]) is None:
-                key_row = conn.execute(KEY_ROW_BY_ID, (r[5],)).fetchone()
-                if key_row is None and conn.execute(
-                        f"SELECT 1 FROM {RESOURCES} WHERE row = ?", (r[0],)).fetchone() is None:  # noqa: S608
-                    continue
-            found.append(self.open_row(r, key_row))
-        return found
+        rows = _rows(conn, f"SELECT {BASE_COLUMNS} FROM {RESOURCES} r WHERE {where}", params)  # noqa: S608
+        return [version for r in rows if (version := self._open_found(conn, r)) is not None]
+
+    def _open_found(self, conn: sqlite3.Connection, r: Sequence[Any]) -> ResourceVersion | None:
+        """Open a row a read found; None when it was erased since (its key and the row are
+        both gone)."""
+        key = self.keys.cached(r[5])
+        if key is not None:
+            return self._open(r, key, rehash=False)
+        key_row = conn.execute(KEY_ROW_BY_ID, (r[5],)).fetchone()
+        if key_row is None and conn.execute(
+                f"SELECT 1 FROM {RESOURCES} WHERE row = ?", (r[0],)).fetchone() is None:  # noqa: S608
+            return None
+        return self.open_row(r, key_row)
 
     def open_row(self, r: Sequence[Any], key_row: KeyRow | None = None, *,
                  rehash: bool = False) -> ResourceVersion:
