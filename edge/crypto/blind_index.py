@@ -193,6 +193,10 @@ class BlindIndexer:
         for field in fields:
             raw = field.encode("utf-8")
             inner.update(_U32.pack(len(raw)) + raw)
+        return self._finish(inner)
+
+    def _finish(self, inner: hashlib._Hash) -> bytes:
+        """HMAC's outer hash over the inner digest (RFC 2104)."""
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()
@@ -228,9 +232,7 @@ class BlindIndexer:
         and nothing to test a guessed message against without the index key."""
         inner = self._kinds[IndexKind.MESSAGE].copy()
         inner.update(data)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()
+        return self._finish(inner)
 
     def __repr__(self) -> str:
         return f"BlindIndexer(key_id={self.key_id!r})"
