@@ -86,15 +86,15 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
     if not db["schema_migrations"].exists():
         db.table("schema_migrations").create({"version": int, "name": str, "applied_at": str},
                                        pk="version")
-    current = schema_version(conn)
+    # Set-based, not "above the highest": a migration registered with a lower number than
+    # one already applied (two changes made side by side) is applied all the same.
+    done = {int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+    current = max(done, default=0)
     known = max(_MIGRATIONS, default=0)
     if current > known:
         raise StorageError("open database",
                            f"schema version {current} is newer than this release knows ({known})",
                            retriable=False)
-    # Set-based, not "above the highest": a migration registered with a lower number than
-    # one already applied (two changes made side by side) is applied all the same.
-    done = {int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations")}
     applied = []
     for version in sorted(v for v in _MIGRATIONS if v not in done):
         step = _MIGRATIONS[version]
