@@ -99,7 +99,8 @@ class ReplayCache:
 
     Expired ids leave in expiry order (a heap): each call costs O(log n) however many live
     ids there are. (It used to rebuild the whole dict on every call once 10,000 ids were
-    live: at a few hundred requests/s with five-minute tokens, every request paid ~1 ms.)"""
+    live: at ~200 requests/s with 60-second tokens and 30 s of clock skew, ~18,000 ids are
+    live, and every request paid ~1 ms.)"""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._seen: dict[str, int] = {}
