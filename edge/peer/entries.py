@@ -152,11 +152,6 @@ class _Bounded(Generic[K, V]):
                 self._items[key] = (value, cost)
                 self._used += cost
 
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._used = 0
-
     def _drop(self, doomed: Callable[[K, V], bool]) -> list[V]:
         """Remove the items for which ``doomed(key, value)``; returns their values."""
         with self._lock:
@@ -199,10 +194,6 @@ class RecordCache(_Bounded[int, tuple[_Identity, Record]]):
         self.hits = 0
         self.misses = 0
         self.listings_reused = 0
-
-    def clear(self) -> None:
-        super().clear()
-        self._listings.clear()
 
     def get(self, row: int, identity: _Identity) -> Record | None:
         item = self._get(row)
