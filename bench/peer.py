@@ -167,14 +167,25 @@ def next_link(body: bytes) -> str | None:
     return found.group(1).decode() if found else None
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used (Linux ``/proc``; 0 elsewhere)."""
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name (proc(5)); [] when gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
-        return 0.0
-    # After the command name: state is field 3, utime and stime fields 14 and 15 (proc(5)).
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return []
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the daemon and its child processes (the peer workers, the
+    conversion workers) are using, from Linux ``/proc``; 0 elsewhere."""
+    children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+                and (fields := _stat(int(p.name))) and int(fields[1]) == pid]
+    total = 0
+    for each in (pid, *children):
+        fields = _stat(each)
+        # After the command name: ppid is field 4, utime and stime fields 14 and 15.
+        total += int(fields[11]) + int(fields[12]) if fields else 0
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def measure(ctx: Any, clients: int, seconds: float, unit: Unit,
@@ -290,7 +301,7 @@ async def run(base: str, ctx: Any, key: Ed25519PrivateKey, thumb: str, seconds: 
                                      ("discovery", bench.discovery),
                                      ("everything (1 page)", bench.everything),
                                      ("lookup", bench.lookup)]
-    # "server CPU": the daemon's user+system time per unit, whatever else this shared
+    # "server CPU": the daemon's and its workers' user+system time per unit, whatever else this shared
     # machine is doing (the other columns move with the machine's load); "client CPU": this
     # process's, which shares the machine's two cores with the daemon.
     print(f"{'unit':<22}{'clients':>8}{'p50 ms':>10}{'p99 ms':>10}{'per s':>10}"

@@ -86,6 +86,25 @@ class LocalAnchor:
     anchor: AnchorRef
 
 
+def latest_anchored(conn: sqlite3.Connection, facility: str) -> LocalAnchor | None:
+    """The newest of ``facility``'s checkpoints known to be anchored, read on ``conn`` (in a
+    reader's snapshot, it is the one that snapshot's receipts can be proven against); None
+    before the first, or before any anchorer created the outbox table."""
+    try:
+        row = conn.execute(
+            "SELECT tree_size, root_hash, timestamp_ms, note, anchor FROM ledger_checkpoints "
+            "WHERE state = 'anchored' ORDER BY tree_size DESC LIMIT 1").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return None  # no anchorer has run on this database yet
+    if row is None:
+        return None
+    size, root, ts, note, anchor = row
+    return LocalAnchor(Checkpoint(facility, size, bytes(root), ts), note,
+                       AnchorRef.from_json(json.loads(anchor)))
+
+
 class Anchorer:
     """Publishes signed checkpoints of ``merkle_log`` to ``backend``."""
 
@@ -135,14 +154,7 @@ class Anchorer:
 
     def latest_anchored(self) -> LocalAnchor | None:
         """The newest checkpoint known to be anchored (what receipts point at)."""
-        row = self._conn.execute(
-            "SELECT tree_size, root_hash, timestamp_ms, note, anchor FROM ledger_checkpoints "
-            "WHERE state = 'anchored' ORDER BY tree_size DESC LIMIT 1").fetchone()
-        if row is None:
-            return None
-        size, root, ts, note, anchor = row
-        return LocalAnchor(Checkpoint(self._facility, size, bytes(root), ts), note,
-                           AnchorRef.from_json(json.loads(anchor)))
+        return latest_anchored(self._conn, self._facility)
 
     def anchored(self) -> list[LocalAnchor]:
         """Every anchored checkpoint, oldest first (for consistency checks between them)."""

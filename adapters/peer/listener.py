@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 
@@ -97,8 +97,11 @@ class PeerListener:
     name = "peer"
 
     def __init__(self, host: str, port: int, context: ssl.SSLContext, identify: Identify,
-                 handle: Handle) -> None:
+                 handle: Handle, *, sock: socket.socket | None = None) -> None:
+        """Binds ``host:port`` at :meth:`start`, or serves ``sock``, a listening socket bound
+        already (a peer worker process shares the daemon's: :mod:`edge.peer.workers`)."""
         self._host, self._port = host, port
+        self._sock = sock
         self._context = context
         self._identify = identify
         self._handle = handle
@@ -106,11 +109,6 @@ class PeerListener:
         self._server: asyncio.Server | None = None
         self.counters = ListenerCounters()
         self.bound: list[str] = []
-
-    def describe(self) -> dict[str, Any]:
-        return {"accepted": self.counters.accepted,
-                "refused_unknown_certificate": self.counters.refused_unknown,
-                "requests": self.counters.requests}
 
     async def start(self) -> list[str]:
         app = web.Application(client_max_size=64 * 1024)
@@ -120,9 +118,14 @@ class PeerListener:
         server = self._runner.server
         assert server is not None
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Gate(server, self._identify, self.counters), self._host, self._port,
-            ssl=self._context, reuse_address=True, ssl_handshake_timeout=10)
+        gate = lambda: _Gate(server, self._identify, self.counters)  # noqa: E731
+        if self._sock is not None:
+            self._server = await loop.create_server(gate, sock=self._sock, ssl=self._context,
+                                                    ssl_handshake_timeout=10)
+        else:
+            self._server = await loop.create_server(gate, self._host, self._port,
+                                                    ssl=self._context, reuse_address=True,
+                                                    ssl_handshake_timeout=10)
         self.bound = [format_address(sock.getsockname()) for sock in self._server.sockets]
         return self.bound
 

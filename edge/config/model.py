@@ -379,6 +379,8 @@ class PeerSettings(_Strict):
     jwt_max_age_s: float = Field(default=300.0, gt=0, le=3600)
     page_size: int = Field(default=50, ge=1, le=1000)
     query_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    # Processes serving the peer API (edge.peer.workers); 0 serves it in the daemon itself.
+    workers: int = Field(default=2, ge=0, le=32)
     webhook: PeerWebhookSettings | None = None
 
     @field_validator("peers")

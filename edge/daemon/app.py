@@ -348,7 +348,7 @@ class Daemon:
                  "admin.bind": (self.settings.admin.bind, new.admin.bind),
                  "keys": (self.settings.keys, new.keys),
                  "fhir": (self.settings.fhir, new.fhir),
-                 "peer (adding/removing it, bind, tls, webhook)": (
+                 "peer (adding/removing it, bind, tls, webhook, workers)": (
                      _peer_fixed(self.settings), _peer_fixed(new))}
         changed = [key for key, (a, b) in fixed.items() if a != b]
         if changed:
@@ -484,9 +484,10 @@ def _open_ledger(settings: Settings, db_path: Path) -> Ledger:
 
 
 def _peer_fixed(settings: Settings) -> Any:
-    """The parts of ``[peer]`` a reload cannot change (the listener and its TLS files)."""
+    """The parts of ``[peer]`` a reload cannot change (the listener, its TLS files, the
+    webhook, the number of worker processes)."""
     peer = settings.peer
-    return None if peer is None else (peer.bind, peer.tls, peer.webhook)
+    return None if peer is None else (peer.bind, peer.tls, peer.webhook, peer.workers)
 
 
 def _worker_setup(daemon_pid: int) -> None:

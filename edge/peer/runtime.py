@@ -1,5 +1,6 @@
-"""What the daemon runs when ``[peer]`` is configured: the directory, the peer API service,
-its mutual-TLS listener and the notification outbox. Imported only then."""
+"""What the daemon runs when ``[peer]`` is configured: the directory, the peer API (in worker
+processes, or in the daemon itself with ``workers = 0``), its mutual-TLS listener and the
+notification outbox. Imported only then."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from adapters.peer.listener import PeerListener
 from adapters.peer.tls import server_context
 from edge.config.model import PeerSettings, Settings
 from edge.crypto.keys import load_keyring
+from edge.peer.audit_sink import LocalAuditSink
 from edge.peer.directory import Peer, PeerDirectory
 from edge.peer.notifications import WebhookSender, outbox_counts
 from edge.peer.service import PeerService
+from edge.peer.workers import PeerWorkers
 from edge.storage.database import connect
 from edge.storage.group_commit import GroupCommitter
 from edge.store.keys import StoreKeys
+from edge.store.resources import ResourceStore
 from ledger_client.anchorer import Anchorer
 
 
@@ -34,23 +38,40 @@ class PeerRuntime:
                                      max_attempts=peer.webhook.max_attempts)
                        if peer.webhook is not None else None)
         keys = StoreKeys(lambda: load_keyring(settings.keys.kek_file))
-        self.service = PeerService(
-            facility=settings.facility.id, settings=peer, db_path=db_path,
-            committer=committer, keys=keys, latest_anchored=anchorer.latest_anchored,
-            on_appended=anchorer.notify,
+        audit = LocalAuditSink(
+            committer, ResourceStore(keys), on_appended=anchorer.notify,
             on_notice=self.sender.wake if self.sender is not None else lambda: None)
         tls = peer.tls
-        self.listener = PeerListener(peer.bind.host, peer.bind.port,
-                                     server_context(cert=tls.cert, key=tls.key, ca=tls.ca,
-                                                    crl=tls.crl),
-                                     self._identify, self.service.handle)
+        # Built here even when workers serve: a bad certificate, key or CRL stops the daemon's
+        # start with its own error, not a worker's.
+        context = server_context(cert=tls.cert, key=tls.key, ca=tls.ca, crl=tls.crl)
+        self.service: PeerService | None = None
+        self.listener: PeerListener | None = None
+        self.workers: PeerWorkers | None = None
+        if peer.workers:
+            self.workers = PeerWorkers(settings, audit, peer.workers)
+        else:
+            self.service = PeerService(facility=settings.facility.id, settings=peer,
+                                       db_path=db_path, keys=keys, audit=audit)
+            self.listener = PeerListener(peer.bind.host, peer.bind.port, context,
+                                         self._identify, self.service.handle)
 
     def _identify(self, der: bytes | None) -> Peer | None:
         return self.directory.identify(der)
 
     async def start(self) -> list[str]:
-        """Bind the listener; returns its addresses."""
+        """Bind the listener (and start the workers); returns its addresses."""
+        if self.workers is not None:
+            return await self.workers.start()
+        assert self.listener is not None
         return await self.listener.start()
+
+    @property
+    def bound(self) -> list[str]:
+        if self.workers is not None:
+            return self.workers.bound
+        assert self.listener is not None
+        return self.listener.bound
 
     def background(self) -> list[tuple[str, Any]]:
         """(task name, coroutine) to run while serving: the webhook outbox, when configured."""
@@ -58,24 +79,51 @@ class PeerRuntime:
 
     def update(self, settings: PeerSettings) -> bool:
         """Apply a reloaded ``[peer]``: the directory, consent default, roles and limits
-        change in place; False when the bind address, TLS files or webhook changed (those
-        need a restart)."""
+        change in place; False when the bind address, TLS files, webhook or number of
+        workers changed (those need a restart)."""
         old = self._settings
-        if (settings.bind, settings.tls, settings.webhook) != (old.bind, old.tls, old.webhook):
+        if (settings.bind, settings.tls, settings.webhook, settings.workers) != (
+                old.bind, old.tls, old.webhook, old.workers):
             return False
         self._settings = settings
         self.directory = PeerDirectory.from_settings(settings.peers)
-        self.service.update(settings)
+        if self.workers is not None:
+            self.workers.update(settings)
+        if self.service is not None:
+            self.service.update(settings)
         return True
 
+    async def refresh(self) -> None:
+        """Bring :meth:`counters` up to date now (workers report changes every second)."""
+        if self.workers is not None:
+            await self.workers.refresh()
+
+    def counters(self) -> dict[str, int]:
+        """The service's and the listener's counters (summed over the workers)."""
+        if self.workers is not None:
+            return self.workers.counters()
+        assert self.service is not None and self.listener is not None
+        service, listener = self.service.counters, self.listener.counters
+        return {"permitted": service.permitted, "denied": service.denied,
+                "refused": service.refused, "break_glass": service.break_glass,
+                "accepted": listener.accepted, "refused_unknown": listener.refused_unknown,
+                "http_requests": listener.requests}
+
     def status(self) -> dict[str, Any]:
-        counters = self.service.counters
+        counters = self.counters()
         info: dict[str, Any] = {
-            "bound": self.listener.bound, **self.listener.describe(),
+            "bound": self.bound, "workers": self._settings.workers,
+            "accepted": counters.get("accepted", 0),
+            "refused_unknown_certificate": counters.get("refused_unknown", 0),
+            "requests": counters.get("http_requests", 0),
             "peers": self.directory.ids, "default_consent": self._settings.default_consent,
-            "permitted": counters.permitted, "denied": counters.denied,
-            "refused": counters.refused, "break_glass": counters.break_glass,
+            **{k: counters.get(k, 0) for k in ("permitted", "denied", "refused",
+                                                "break_glass")},
         }
+        if self.workers is not None:
+            info["worker_restarts"] = self.workers.restarts
+            info["worker_pids"] = [p.pid for p in self.workers.processes
+                                   if p.returncode is None]
         if self.sender is not None:
             conn = connect(self._db_path, readonly=True)
             try:
@@ -90,5 +138,9 @@ class PeerRuntime:
     async def aclose(self, timeout: float) -> None:
         if self.sender is not None:
             self.sender.stop()
-        await self.listener.aclose(timeout)
-        await asyncio.to_thread(self.service.close)
+        if self.workers is not None:
+            await self.workers.aclose(timeout)
+        if self.listener is not None:
+            await self.listener.aclose(timeout)
+        if self.service is not None:
+            await asyncio.to_thread(self.service.close)

@@ -52,7 +52,8 @@ from edge.peer.audit import (
     build_audit_event,
     prepare_audit,
 )
-from edge.peer.audit_batch import AuditBatcher, AuditWrite, Replayed
+from edge.peer.audit_batch import AuditWrite, Replayed
+from edge.peer.audit_sink import AuditSink
 from edge.peer.codes import (
     CLINICAL_TYPES,
     SERVED_TYPES,
@@ -65,13 +66,11 @@ from edge.peer.entries import EntryCache, Record, RecordCache, bundle_json
 from edge.peer.errors import ContextError, RequestRefused
 from edge.peer.patients import by_demographics, by_id, by_identifier, patient_ref_of
 from edge.storage.database import connect
-from edge.storage.group_commit import GroupCommitter
 from edge.store._tx import read_snapshot
 from edge.store.keys import PatientRef, StoreKeys
-from edge.store.ledgered import put_prepared
 from edge.store.prepared import PreparedRecord
 from edge.store.resources import ResourceStore, ResourceVersion, fhir_instant
-from ledger_client.anchorer import LocalAnchor
+from ledger_client.anchorer import LocalAnchor, latest_anchored
 
 log = logging.getLogger(__name__)
 
@@ -161,18 +160,13 @@ class PeerService:
     """Answers peer requests for our facility ``facility``."""
 
     def __init__(self, *, facility: str, settings: PeerSettings, db_path: Path,
-                 committer: GroupCommitter, keys: StoreKeys,
-                 latest_anchored: Callable[[], LocalAnchor | None],
-                 on_appended: Callable[[int], None] = lambda size: None,
-                 on_notice: Callable[[], None] = lambda: None,
+                 keys: StoreKeys, audit: AuditSink,
                  clock: Callable[[], datetime] = _utc_now) -> None:
         self.facility = facility
         self.settings = settings
         self._db_path = db_path
-        self._committer = committer
         self._store = ResourceStore(keys)
-        self._latest_anchored = latest_anchored
-        self._on_appended = on_appended
+        self._audit_sink = audit
         self._clock = clock
         self._replay = ReplayCache(lambda: self._clock().timestamp())
         # Reads run on a small pool of their own: the Python part of a read holds the GIL,
@@ -182,7 +176,6 @@ class PeerService:
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all_readers: list[sqlite3.Connection] = []
         self.counters = PeerCounters()
-        self._audits = AuditBatcher(committer, self._store, on_notice=on_notice)
         self._entries = EntryCache()
         self._records = RecordCache(on_forget=self._entries.forget_leaves)
 
@@ -287,7 +280,6 @@ class PeerService:
         except RequestRefused as exc:
             self._replay.forget(context.jti)
             return operation_outcome(exc.status, exc.code, str(exc))
-        anchored = self._latest_anchored()
         now = self._clock()
         requester = Requester(context.facility, context.practitioner, context.role,
                               context.purpose, context.reason)
@@ -295,6 +287,9 @@ class PeerService:
                       context.purpose, context.reason, request.remote)
 
         def work(conn: sqlite3.Connection) -> tuple[_Plan, _Audit]:
+            # The checkpoint is read in the same snapshot as the records: every receipt built
+            # below proves against a root this snapshot's log contains.
+            anchored = latest_anchored(conn, self.facility)
             plan = self._plan(conn, pattern, patient_id, types, request.query, requester, now,
                               anchored, count, offset)
             # The AuditEvents are built and serialized here, off the single writer: its
@@ -444,10 +439,9 @@ class PeerService:
     async def _commit(self, context: RequestContext, audit: _Audit, now: datetime) -> None:
         """Commit the request's JWT id, AuditEvents and notice (with other requests' that wait
         then: :mod:`edge.peer.audit_batch`), before the answer leaves. Raises Replayed."""
-        size = await self._audits.write(AuditWrite(
+        await self._audit_sink.write(AuditWrite(
             context.jti, context.facility, context.expires * 1000,
             int(now.timestamp() * 1000), audit.events, audit.patient, audit.notice))
-        self._on_appended(size)
 
     async def _audit_refused(self, request: PeerRequest, context: RequestContext | None,
                              why: str) -> None:
@@ -457,10 +451,7 @@ class PeerService:
         event = build_audit_event(AuditRecord("refused", "4", actor, self._clock(),
                                               decision=why.split(":", 1)[-1].strip()),
                                   facility=self.facility)
-        prepared = prepare_audit([event])
-        _, size = await self._committer.run(
-            lambda conn: put_prepared(conn, self._store, prepared, patient=None))
-        self._on_appended(size)
+        await self._audit_sink.refused(prepare_audit([event]))
 
     # -- metadata and checkpoints -----------------------------------------------------------
 

@@ -311,29 +311,34 @@ async def ask(c: Consortium, peers: list[str], purpose: str = "TREAT", *,
 
 async def test_handshake_refuses_no_certificate_unknown_and_revoked(tmp_path: Path) -> None:
     async with consortium(tmp_path) as c:
-        listener = c.daemons["b"].daemon._peer
-        assert listener is not None
-        counters = listener.listener.counters
+        runtime = c.daemons["b"].daemon._peer
+        assert runtime is not None and runtime.workers is not None  # served by its workers
+
+        async def counters() -> tuple[int, int, int]:
+            await runtime.refresh()
+            now = runtime.counters()
+            return now["accepted"], now["refused_unknown"], now["http_requests"]
+
         url = c.url("b") + "/metadata"
         # A member gets in (no request context needed for metadata).
         async with PeerClient(c.context("a"), timeout_s=10) as client:
             reply = await client.get(url)
-        assert reply.status == 200 and counters.accepted == 1
+        assert reply.status == 200 and await counters() == (1, 0, 1)
         # No client certificate, or a revoked one: the TLS handshake fails; the gate never
         # sees the connection.
         for cert in (None, "revoked"):
             async with PeerClient(c.context(cert), timeout_s=10) as client:
                 with pytest.raises(PeerUnavailable):
                     await client.get(url)
-        assert (counters.accepted, counters.refused_unknown) == (1, 0)
+        assert await counters() == (1, 0, 1)
         # Signed by the CA but not in B's directory: the handshake completes, then the
         # connection is aborted before any HTTP is read.
         async with PeerClient(c.context("rogue"), timeout_s=10) as client:
             with pytest.raises(PeerUnavailable):
                 await client.get(url)
         # (aiohttp retries a GET once on a dropped connection: refused each time)
-        assert counters.accepted == 1 and counters.refused_unknown >= 1
-        assert counters.requests == 1
+        accepted, refused_unknown, requests = await counters()
+        assert accepted == 1 and refused_unknown >= 1 and requests == 1
 
 
 async def test_consent_grant_revoke_and_sensitive_labels(tmp_path: Path) -> None:
@@ -488,6 +493,60 @@ async def test_default_permit_treatment_tamper_and_replay(tmp_path: Path) -> Non
         assert report["b"]["status"] == "denied"
         assert report["c"]["failures"] == [{"resource": label,
                                             "problems": list(outcome.failures[0].problems)}]
+
+
+async def test_workers_outlive_a_killed_worker_follow_a_reload_and_stop(
+        tmp_path: Path) -> None:
+    """B serves through worker processes (the default). One is SIGKILLed: the others and its
+    replacement go on answering; a token used before the kill is still refused (its JWT id
+    is in the database, not in a process); a reload reaches every worker; all of them end
+    with the daemon."""
+    async with consortium(tmp_path) as c:
+        b = c.daemons["b"]
+        runtime = b.daemon._peer
+        assert runtime is not None and runtime.workers is not None
+        workers = runtime.workers
+        assert len(workers.processes) == 2
+        await ingest(b, 1)
+        await anchor(b)
+        settings = c.daemons["a"].settings
+        der = x509.load_pem_x509_certificate(c.certs["a"].cert.read_bytes()).public_bytes(
+            serialization.Encoding.DER)
+        token = issue_context(load_signing_key(settings.keys.signing_key_file), issuer="a",
+                              audience="b", practitioner="dr-who", role="physician",
+                              purpose="TREAT", cert_thumbprint=cert_thumbprint(der))
+        url = f"{c.url('b')}/Patient?identifier={PATIENT.replace('|', '%7C')}"
+        async with PeerClient(c.context("a"), timeout_s=10) as client:
+            assert (await client.get(url, token=token)).status == 403  # default deny
+        killed = workers.processes[0]
+        killed.kill()
+        await killed.wait()
+        async with PeerClient(c.context("a"), timeout_s=10) as client:
+            replayed = await client.get(url, token=token)
+        assert replayed.status == 401
+        assert (await ask(c, ["b"]))["b"].status == "denied"
+        async with asyncio.timeout(30):  # the replacement starts after a second
+            while workers.restarts < 1 or len(
+                    [p for p in workers.processes if p.returncode is None]) < 2:
+                await asyncio.sleep(0.05)
+        assert killed not in workers.processes
+
+        # A reload that permits treatment by default: every worker answers with it.
+        config = b.daemon.config_path
+        config.write_text(config.read_text().replace('default_consent = "deny"',
+                                                     'default_consent = "permit-treatment"'))
+        assert await b.daemon.reload()
+        for _ in range(4):
+            outcome = (await ask(c, ["b"]))["b"]
+            assert outcome.status == "ok" and outcome.found == outcome.verified > 0
+        await runtime.refresh()
+        counted = runtime.counters()
+        # 403 + 401 + 403 before the reload, then 4 lookups of 2 requests: the killed
+        # worker's counts went with it unless it had reported them (every second).
+        assert counted["permitted"] >= 8 and counted["refused"] >= 1
+        running = workers.processes
+        assert await b.stop() == 0
+        assert [p.returncode for p in running] == [0, 0]
 
 
 def test_example_peer_settings_load(tmp_path: Path) -> None:

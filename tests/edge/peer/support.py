@@ -19,6 +19,7 @@ from cryptography.x509.oid import NameOID
 from edge.config.model import PeerSettings
 from edge.crypto.keys import generate_kek_file, load_keyring
 from edge.peer.audit import Actor
+from edge.peer.audit_sink import LocalAuditSink
 from edge.peer.consent import ConsentSpec, build_consent, revoke, store_consent
 from edge.peer.context import issue_context
 from edge.peer.directory import Peer, cert_thumbprint
@@ -133,9 +134,15 @@ def make_env(tmp_path: Path, **peer_settings: Any) -> PeerEnv:
     settings = PeerSettings.model_validate(
         {"tls": {"cert": "c", "key": "k", "ca": "ca"}, "break_glass_roles": ["er"],
          **peer_settings})
-    service = PeerService(facility=HERE, settings=settings, db_path=db, committer=committer,
-                          keys=keys, latest_anchored=anchorer.latest_anchored)
+    service = new_service(db, committer, keys, settings)
     return PeerEnv(db, committer, ResourceStore(keys), anchorer, service, peer, peer_key, cert)
+
+
+def new_service(db: Path, committer: GroupCommitter, keys: StoreKeys,
+                settings: PeerSettings) -> PeerService:
+    """A service as the daemon runs it in its own process: audit through its committer."""
+    return PeerService(facility=HERE, settings=settings, db_path=db, keys=keys,
+                       audit=LocalAuditSink(committer, ResourceStore(keys)))
 
 
 def grant(env: PeerEnv, patient_id: str = "pat-1", ref: PatientRef = REF, **spec: Any) -> str:

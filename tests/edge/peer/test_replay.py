@@ -8,8 +8,7 @@ from pathlib import Path
 
 from edge.peer.audit import Actor, audit_trail, summarize
 from edge.peer.consent import ConsentSpec, build_consent, store_consent
-from edge.peer.service import PeerService
-from tests.edge.peer.support import REF, make_env, observation, patient
+from tests.edge.peer.support import REF, make_env, new_service, observation, patient
 
 
 async def test_a_token_used_before_a_restart_is_refused_after_it(tmp_path: Path) -> None:
@@ -28,9 +27,7 @@ async def test_a_token_used_before_a_restart_is_refused_after_it(tmp_path: Path)
         assert (await env.get("/Patient/pat-1/$everything", token=token)).status == 200
         # A new service on the same database: its in-memory replay cache is empty.
         old = env.service
-        env.service = PeerService(facility="here", settings=old.settings, db_path=env.db,
-                                  committer=env.committer, keys=env.store.keys,
-                                  latest_anchored=env.anchorer.latest_anchored)
+        env.service = new_service(env.db, env.committer, env.store.keys, old.settings)
         old.close()
         answer = await env.get("/Patient/pat-1/$everything", token=token)
         assert answer.status == 401

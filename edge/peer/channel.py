@@ -1,0 +1,56 @@
+"""The channel between the daemon and one of its peer worker processes
+(:mod:`edge.peer.workers`, :mod:`edge.peer.worker`): messages framed by a 4-byte big-endian
+length, over a socketpair the daemon created for that worker alone.
+
+The payloads are pickles. That is safe here and only here: both ends are this program, run
+by the same user, and the socketpair is reachable by nobody else (it is never bound to a
+name). Nothing a peer sends is ever unpickled: requests reach a worker as HTTP, and what
+crosses the channel are the worker's own objects (:class:`~edge.peer.audit_batch.AuditWrite`,
+settings, counters).
+
+Messages are tuples whose first item names them:
+
+- worker → daemon: ``("ready",)``; ``("audit", n, AuditWrite)``; ``("refused", n, events)``;
+  ``("counters", {...})``;
+- daemon → worker: ``("start", Settings)`` (the first message); ``("answer", n, size,
+  error)`` for request ``n`` (``error`` None, ``"replayed"`` or a StorageError's text);
+  ``("settings", PeerSettings)`` after a reload; ``("counters?",)`` (answered by a
+  ``counters`` message); ``("stop",)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import struct
+from typing import Any, Final
+
+from edge.peer.errors import PeerError
+
+_HEADER: Final = struct.Struct(">I")
+# An AuditWrite is a few KiB; settings are smaller. The bound only stops a corrupt length
+# from allocating the machine's memory.
+MAX_MESSAGE: Final = 16 * 1024 * 1024
+
+
+class ChannelError(PeerError):
+    """The other end sent something that is not a message of this protocol."""
+
+
+async def receive(reader: asyncio.StreamReader) -> tuple[Any, ...]:
+    """The next message. Raises :class:`asyncio.IncompleteReadError` when the other end has
+    closed (its process ended), :class:`ChannelError` for a malformed frame."""
+    (length,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
+    if length > MAX_MESSAGE:
+        raise ChannelError(f"message of {length} bytes exceeds {MAX_MESSAGE}")
+    message = pickle.loads(await reader.readexactly(length))  # noqa: S301 - see module doc
+    if not isinstance(message, tuple) or not message or not isinstance(message[0], str):
+        raise ChannelError("message is not a named tuple of this protocol")
+    return message
+
+
+def send(writer: asyncio.StreamWriter, *message: Any) -> None:
+    """Queue ``message`` on ``writer`` (the transport buffers it; the messages are small and
+    both ends read continuously, so no drain is needed between them)."""
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    writer.write(_HEADER.pack(len(payload)) + payload)
