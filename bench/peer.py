@@ -301,9 +301,9 @@ async def run(base: str, ctx: Any, key: Ed25519PrivateKey, thumb: str, seconds: 
                                      ("discovery", bench.discovery),
                                      ("everything (1 page)", bench.everything),
                                      ("lookup", bench.lookup)]
-    # "server CPU": the daemon's and its workers' user+system time per unit, whatever else this shared
-    # machine is doing (the other columns move with the machine's load); "client CPU": this
-    # process's, which shares the machine's two cores with the daemon.
+    # "server CPU": the user+system time per unit of the daemon and its worker processes,
+    # whatever else this shared machine is doing (the other columns move with the machine's
+    # load); "client CPU": this process's, which shares the machine's two cores with them.
     print(f"{'unit':<22}{'clients':>8}{'p50 ms':>10}{'p99 ms':>10}{'per s':>10}"
           f"{'x base':>9}{'errors':>8}{'server CPU ms':>15}{'client CPU ms':>15}")
     for clients in levels:
