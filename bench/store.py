@@ -12,7 +12,9 @@ canonical JSON, salt and
 leaf hash (the ledger needs them either way), the same version lookup and index-row replacement
 per message, the same WAL +
 synchronous=FULL connection and the same transaction batching. Reads: ``read(type, id)``
-(decrypt and verify every check) against SELECT + ``json.loads``. A second, bare baseline
+(decrypt and verify every check) against the same SELECT of the newest version's row +
+``json.loads`` into the same ``ResourceVersion`` (the record with its version, lastUpdated, row,
+salt, leaf hash and ledger index, which a plaintext store returns as well). A second, bare baseline
 (``json.dumps`` into one table, no leaf, no index rows) is printed for context.
 
 Run: .venv/bin/python bench/store.py [--patients 1000] [--batch 10]
@@ -37,7 +39,7 @@ from edge.crypto.keys import generate_kek_file, load_keyring
 from edge.storage.database import connect, migrate
 from edge.store.keys import PatientRef, StoreKeys
 from edge.store.prepared import index_terms, prepare_record
-from edge.store.resources import ResourceStore, fhir_instant
+from edge.store.resources import ResourceStore, ResourceVersion, fhir_instant
 from ledger_client.leaf import canonical_json, new_salt
 from ledger_client.merkle import leaf_hash
 
@@ -175,11 +177,15 @@ def plain_put_many(conn: sqlite3.Connection, resources: Sequence[Resource],
                      demographics)
 
 
-def plain_read(conn: sqlite3.Connection, rtype: str, rid: str) -> dict[str, Any]:
-    (body,) = conn.execute("SELECT body FROM resources WHERE type = ? AND id = ? "
-                           "ORDER BY version DESC LIMIT 1", (rtype, rid)).fetchone()
-    result: dict[str, Any] = json.loads(body)
-    return result
+def plain_read(conn: sqlite3.Connection, rtype: str, rid: str) -> ResourceVersion:
+    """The plaintext twin of ``read``: the same result from the same row, the record beside
+    the version, lastUpdated, row, salt, leaf hash and ledger index that the FHIR API and the
+    ledger proofs take from it either way; nothing to unwrap, open or check."""
+    row, version, last_updated, body, salt, leaf, index = conn.execute(
+        "SELECT row, version, last_updated, body, salt, leaf_hash, ledger_index FROM resources "
+        "WHERE type = ? AND id = ? ORDER BY version DESC LIMIT 1", (rtype, rid)).fetchone()
+    return ResourceVersion(rtype, rid, version, last_updated, json.loads(body), salt, leaf,
+                           index, row)
 
 
 def bare_put_many(conn: sqlite3.Connection, resources: Sequence[Resource],
