@@ -5,13 +5,16 @@ resources (a Patient and four Observations) prepared (``prepare_record``: checks
 RFC 8785 JSON; in the daemon this runs in the worker processes, here it is timed with the
 writes) and stored with one ``ResourceStore.put_many`` (per-patient AES-256-GCM, blind indexes,
 salt and leaf hash). The baseline is a plaintext store of the same rows written with the same
-statements: the same tables and indexes with plaintext in place of ciphertext and plaintext
+statements: the same tables, indexes and triggers (the change epoch of migration 41, which
+every insert into ``resources`` runs) with plaintext in place of ciphertext and plaintext
 identifier/demographic values (normalized the same way) in place of blind indexes, the same
 canonical JSON, salt and
 leaf hash (the ledger needs them either way), the same version lookup and index-row replacement
 per message, the same WAL +
 synchronous=FULL connection and the same transaction batching. Reads: ``read(type, id)``
-(decrypt and verify every check) against SELECT + ``json.loads``. A second, bare baseline
+(decrypt and verify every check) against the same SELECT of the newest version's row +
+``json.loads`` into the same ``ResourceVersion`` (the record with its version, lastUpdated, row,
+salt, leaf hash and ledger index, which a plaintext store returns as well). A second, bare baseline
 (``json.dumps`` into one table, no leaf, no index rows) is printed for context.
 
 Run: .venv/bin/python bench/store.py [--patients 1000] [--batch 10]
@@ -36,7 +39,7 @@ from edge.crypto.keys import generate_kek_file, load_keyring
 from edge.storage.database import connect, migrate
 from edge.store.keys import PatientRef, StoreKeys
 from edge.store.prepared import index_terms, prepare_record
-from edge.store.resources import ResourceStore, fhir_instant
+from edge.store.resources import ResourceStore, ResourceVersion, fhir_instant
 from ledger_client.leaf import canonical_json, new_salt
 from ledger_client.merkle import leaf_hash
 
@@ -98,7 +101,36 @@ CREATE TABLE patient_demographics (resource INTEGER NOT NULL REFERENCES resource
     kind TEXT NOT NULL, value TEXT NOT NULL);
 CREATE INDEX patient_demographics_by_value ON patient_demographics (kind, value);
 CREATE INDEX patient_demographics_by_resource ON patient_demographics (resource);
+CREATE TABLE resource_change_epoch (id INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch INTEGER NOT NULL);
+INSERT INTO resource_change_epoch (id, epoch) VALUES (1, 0);
+CREATE TRIGGER resources_updated AFTER UPDATE ON resources
+    BEGIN UPDATE resource_change_epoch SET epoch = epoch + 1 WHERE id = 1; END;
+CREATE TRIGGER resources_deleted AFTER DELETE ON resources
+    BEGIN UPDATE resource_change_epoch SET epoch = epoch + 1 WHERE id = 1; END;
+CREATE TRIGGER resources_moved AFTER INSERT ON resources WHEN NEW.version > 1
+    AND NEW.patient IS NOT (SELECT patient FROM resources WHERE type = NEW.type
+    AND id = NEW.id AND version = NEW.version - 1)
+    BEGIN UPDATE resource_change_epoch SET epoch = epoch + 1 WHERE id = 1; END;
 """
+
+
+def twin_objects(conn: sqlite3.Connection, tables: Sequence[str]) -> set[tuple[str, str, str]]:
+    """(type, name, table) of every index and trigger on ``tables``, and the tables."""
+    marks = ",".join("?" * len(tables))
+    return {(kind, name, table) for kind, name, table in conn.execute(
+        f"SELECT type, name, tbl_name FROM sqlite_master WHERE tbl_name IN ({marks})",
+        list(tables))}
+
+
+def check_twin(enc: sqlite3.Connection, plain: sqlite3.Connection) -> None:
+    """Refuse to measure when the plaintext twin's tables lack an index or trigger the
+    migrated store has on them (or have one it lacks): the ratio would then measure a schema
+    difference, not encryption."""
+    tables = [t for (t,) in plain.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    missing = twin_objects(enc, tables) ^ twin_objects(plain, tables)
+    if missing:
+        raise SystemExit(f"the plaintext twin differs from the store's schema: {sorted(missing)}")
 
 
 def plain_put_many(conn: sqlite3.Connection, resources: Sequence[Resource],
@@ -145,11 +177,15 @@ def plain_put_many(conn: sqlite3.Connection, resources: Sequence[Resource],
                      demographics)
 
 
-def plain_read(conn: sqlite3.Connection, rtype: str, rid: str) -> dict[str, Any]:
-    (body,) = conn.execute("SELECT body FROM resources WHERE type = ? AND id = ? "
-                           "ORDER BY version DESC LIMIT 1", (rtype, rid)).fetchone()
-    result: dict[str, Any] = json.loads(body)
-    return result
+def plain_read(conn: sqlite3.Connection, rtype: str, rid: str) -> ResourceVersion:
+    """The plaintext twin of ``read``: the same result from the same row, the record beside
+    the version, lastUpdated, row, salt, leaf hash and ledger index that the FHIR API and the
+    ledger proofs take from it either way; nothing to unwrap, open or check."""
+    row, version, last_updated, body, salt, leaf, index = conn.execute(
+        "SELECT row, version, last_updated, body, salt, leaf_hash, ledger_index FROM resources "
+        "WHERE type = ? AND id = ? ORDER BY version DESC LIMIT 1", (rtype, rid)).fetchone()
+    return ResourceVersion(rtype, rid, version, last_updated, json.loads(body), salt, leaf,
+                           index, row)
 
 
 def bare_put_many(conn: sqlite3.Connection, resources: Sequence[Resource],
@@ -223,6 +259,7 @@ def one_round(messages: Sequence[Message], order: Sequence[tuple[str, str]],
         store = ResourceStore(StoreKeys(lambda: load_keyring(kek_file)))
         plain = connect(root / "plain.db")
         plain.executescript(PLAIN_SCHEMA)
+        check_twin(enc, plain)
         bare = connect(root / "bare.db")
         bare.execute("CREATE TABLE bare (row INTEGER PRIMARY KEY, type TEXT, id TEXT, "
                      "version INTEGER, body BLOB)")
