@@ -44,7 +44,11 @@ from ledger_client.receipt import Receipt, verify_receipt
 Status = Literal["ok", "not-found", "denied", "refused", "error", "unavailable", "timeout"]
 log = logging.getLogger(__name__)
 
-_PAGE = 100
+# Entries asked for per $everything page: the most our peer API serves in one (its
+# _MAX_COUNT). Every page is a WAN round trip, a JWT, a consent decision and its AuditEvents
+# at the member; in an emergency the round trips are what the clinician waits for. A member
+# that pages smaller answers with `next` links, which are followed.
+PAGE_SIZE = 1000
 _MAX_PAGES = 1000
 
 
@@ -87,6 +91,7 @@ class QuerySpec:
     practitioner: str
     role: str
     reason: str = field(default="", repr=False)
+    page_size: int = PAGE_SIZE  # $everything's _count
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +264,7 @@ async def _ask(outcome: PeerOutcome, peer: Peer, spec: QuerySpec, *, client: Pee
     match = entries[0].get("resource")
     patient_id = str(match.get("id", "")) if isinstance(match, dict) else ""
     url: str | None = (f"{peer.url}/Patient/{quote(patient_id, safe='')}/$everything"
-                       f"?_count={_PAGE}")
+                       f"?_count={spec.page_size}")
     for _ in range(_MAX_PAGES):
         if url is None:
             return

@@ -54,7 +54,7 @@ from edge.cli.exits import OK, UNAVAILABLE
 from edge.config import Settings, load_config
 from edge.devca import IssuedCert, create_ca, issue
 from edge.inbox.schema import TABLE as INBOX
-from edge.peer.query import CheckpointRoots, PeerOutcome, QuerySpec, query_peers
+from edge.peer.query import PAGE_SIZE, CheckpointRoots, PeerOutcome, QuerySpec, query_peers
 from edge.storage.database import connect, database_path
 from ledger_client.checkpoint import NoteSigner
 from tests.faults.support import (
@@ -87,7 +87,7 @@ from tests.integration.test_peer import (
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
-B_REPORTS = 70  # ORUs at B: ~140 clinical entries, so $everything is two pages of _count=100
+B_REPORTS = 70  # ORUs at B: ~140 clinical entries: two pages of _count=100 (test c asks so)
 # Bytes into an answer where it is cut: past its first TLS records (at most 16 KiB of
 # plaintext each, RFC 8446 section 5.1), so the client has the HTTP head and part of the
 # body; only $everything pages are this long (a page of 100 entries is ~180 KB, the second
@@ -436,12 +436,12 @@ async def consortium(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
 
 # -- helpers -----------------------------------------------------------------------------------
 
-async def ask(c: Consortium, peers: list[str], *, timeout_s: float,
+async def ask(c: Consortium, peers: list[str], *, timeout_s: float, page_size: int = PAGE_SIZE,
               ) -> tuple[dict[str, PeerOutcome], float]:
     """A's ``peer query`` through the library call behind the CLI; the outcomes by member,
     and the seconds it took (a figure, never asserted)."""
     chosen, creds = asker(c.a.settings, c.certs["a"].cert, peers)
-    spec = QuerySpec(PATIENT, "TREAT", "dr-who", "physician")
+    spec = QuerySpec(PATIENT, "TREAT", "dr-who", "physician", page_size=page_size)
     context = client_context(cert=c.certs["a"].cert, key=c.certs["a"].key, ca=c.ca.cert)
     started = time.monotonic()
     async with PeerClient(context, timeout_s=timeout_s) as client:
@@ -541,13 +541,13 @@ async def test_reset_mid_body_of_the_second_page_verifies_nothing_of_that_member
         consortium: Consortium) -> None:
     c = consortium
     before = await state_of(c.a)
-    # Unarmed, B's answer is two pages (so the cut below lands in the second).
-    full, _ = await ask(c, ["b"], timeout_s=TIMEOUT_S)
+    # Unarmed, B's answer in pages of 100 is two pages (so the cut below lands in the second).
+    full, _ = await ask(c, ["b"], timeout_s=TIMEOUT_S, page_size=100)
     assert_answered(full["b"])
     assert full["b"].found > 100, "B's $everything must be more than one page"
 
     c.relay.arm(Cut(answer=2, at=CUT_AT, action="reset"))
-    outcomes, seconds = await ask(c, ["b", "c"], timeout_s=TIMEOUT_S)
+    outcomes, seconds = await ask(c, ["b", "c"], timeout_s=TIMEOUT_S, page_size=100)
     c.relay.disarm()
     b = outcomes["b"]
     assert c.relay.faults == 1, f"no reset; B's answers: {c.relay.answer_sizes} bytes"
