@@ -268,7 +268,11 @@ def own_checks(resource: dict[str, Any]) -> None:
 def _resource_bindings(resource: dict[str, Any]) -> None:
     for element, codes in _BINDINGS_BY_TYPE.get(resource["resourceType"], ()):
         value = resource.get(element)
-        if value is not None and value not in codes:
+        if value is None:
+            continue
+        if not isinstance(value, str):  # a code is a JSON string (FHIR R4 2.1.28.0.1)
+            raise _fail(resource, element, "code must be a string")
+        if value not in codes:
             raise _fail(resource, element, "code not in its required value set")
 
 

@@ -144,3 +144,12 @@ def test_uuid5_matches_the_standard_library(name: str) -> None:
             _uuid5(name)
         return
     assert _uuid5(name) == expected
+
+
+@pytest.mark.parametrize("status", [{"reference": "Patient/a1"}, ["booked"], 3, True])
+def test_a_bound_code_that_is_not_a_string_is_a_normalize_error(status: Any) -> None:
+    """Found by tests/faults/test_properties.py: a dict in a required-binding element made the
+    value-set lookup raise TypeError (unhashable) instead of naming the element."""
+    with pytest.raises(NormalizeError, match="code must be a string") as caught:
+        v.own_checks({"resourceType": "Appointment", "id": "a1", "status": status})
+    assert caught.value.path.endswith("status")
