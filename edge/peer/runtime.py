@@ -16,6 +16,7 @@ from edge.peer.audit_sink import LocalAuditSink
 from edge.peer.directory import Peer, PeerDirectory
 from edge.peer.notifications import WebhookSender, outbox_counts
 from edge.peer.service import PeerService
+from edge.peer.worker import counters_of
 from edge.peer.workers import PeerWorkers
 from edge.storage.database import connect
 from edge.storage.group_commit import GroupCommitter
@@ -103,11 +104,7 @@ class PeerRuntime:
         if self.workers is not None:
             return self.workers.counters()
         assert self.service is not None and self.listener is not None
-        service, listener = self.service.counters, self.listener.counters
-        return {"permitted": service.permitted, "denied": service.denied,
-                "refused": service.refused, "break_glass": service.break_glass,
-                "accepted": listener.accepted, "refused_unknown": listener.refused_unknown,
-                "http_requests": listener.requests}
+        return counters_of(self.service, self.listener)
 
     def status(self) -> dict[str, Any]:
         counters = self.counters()

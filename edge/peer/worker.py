@@ -46,6 +46,14 @@ log = logging.getLogger("edge.peer.worker")  # not __main__: it runs with -m
 COUNTERS_INTERVAL_S = 1.0  # how often changed counters go to the daemon (its /status)
 
 
+def counters_of(service: PeerService, listener: PeerListener) -> dict[str, int]:
+    """What ``/status`` shows of one serving process: the service's decisions and the
+    listener's connections and requests, by name."""
+    counted = listener.counters
+    return {**asdict(service.counters), "accepted": counted.accepted,
+            "refused_unknown": counted.refused_unknown, "http_requests": counted.requests}
+
+
 class RemoteAuditSink:
     """An :class:`~edge.peer.audit_sink.AuditSink` that has the daemon commit: each call
     sends its record with a number and waits for the daemon's answer to that number."""
@@ -121,14 +129,8 @@ class _Worker:
         self.directory = PeerDirectory.from_settings(settings.peers)
         self.service.update(settings)
 
-    def counters(self) -> dict[str, int]:
-        listener = self.listener.counters
-        return {**asdict(self.service.counters), "accepted": listener.accepted,
-                "refused_unknown": listener.refused_unknown,
-                "http_requests": listener.requests}
-
     def _push_counters(self, *, always: bool = False) -> None:
-        counters = self.counters()
+        counters = counters_of(self.service, self.listener)
         if (always or counters != self._sent) and not self._writer.is_closing():
             send(self._writer, "counters", counters)
             self._sent = counters

@@ -1,8 +1,10 @@
 """Peer lookups between three real daemons on loopback (issue 8): one consortium CA signs
 every node's certificate; A asks B and C for a patient's records.
 
-B: default consent "deny", break-glass for role emergency-physician, a webhook.
-C: default consent "permit-treatment" (treatment without a consent on file).
+B: default consent "deny", break-glass for role emergency-physician, a webhook; the peer API
+in two worker processes (the default).
+C: default consent "permit-treatment" (treatment without a consent on file); the peer API in
+the daemon's own process (``workers = 0``).
 """
 
 from __future__ import annotations
@@ -147,10 +149,11 @@ class Consortium:
 
 
 def peer_toml(me: str, tls: Path, entries: list[tuple[str, str, str, str]], *,
-              default: str, webhook: Webhook | None = None) -> str:
+              default: str, webhook: Webhook | None = None, workers: int = 2) -> str:
     text = f"""
 [peer]
 bind = "127.0.0.1:0"
+workers = {workers}
 default_consent = "{default}"
 break_glass_roles = ["emergency-physician"]
 
@@ -205,7 +208,8 @@ async def consortium(root: Path) -> AsyncIterator[Consortium]:
             with configs["b"].open("a") as f:
                 f.write(peer_toml("b", tls, [a_entry], default="deny", webhook=hook))
             with configs["c"].open("a") as f:
-                f.write(peer_toml("c", tls, [a_entry], default="permit-treatment"))
+                # C serves in its own process (workers = 0), B and A through workers.
+                f.write(peer_toml("c", tls, [a_entry], default="permit-treatment", workers=0))
             daemons["b"] = await start_daemon(configs["b"])
             daemons["c"] = await start_daemon(configs["c"])
             entries = [(n, "https://" + daemons[n].daemon.bound["peer"][0],
@@ -295,6 +299,18 @@ def asker(settings: Settings, cert: Path, peers: list[str]) -> tuple[list[Peer],
     creds = Credentials("a", load_signing_key(settings.keys.signing_key_file),
                         cert_thumbprint(der))
     return [p for p in (directory.get(i) for i in peers) if p is not None], creds
+
+
+def discovery_by_a(c: Consortium, member: str) -> tuple[str, str]:
+    """A request-context JWT from A for ``member`` (treatment) and the discovery URL to use
+    it on: for requests made by hand, one token at a time."""
+    settings = c.daemons["a"].settings
+    der = x509.load_pem_x509_certificate(c.certs["a"].cert.read_bytes()).public_bytes(
+        serialization.Encoding.DER)
+    token = issue_context(load_signing_key(settings.keys.signing_key_file), issuer="a",
+                          audience=member, practitioner="dr-who", role="physician",
+                          purpose="TREAT", cert_thumbprint=cert_thumbprint(der))
+    return token, f"{c.url(member)}/Patient?identifier={PATIENT.replace('|', '%7C')}"
 
 
 async def ask(c: Consortium, peers: list[str], purpose: str = "TREAT", *,
@@ -471,13 +487,7 @@ async def test_default_permit_treatment_tamper_and_replay(tmp_path: Path) -> Non
         assert outcome.verified == outcome.found - 1
 
         # A request context is accepted once.
-        settings = c.daemons["a"].settings
-        der = x509.load_pem_x509_certificate(c.certs["a"].cert.read_bytes()).public_bytes(
-            serialization.Encoding.DER)
-        token = issue_context(load_signing_key(settings.keys.signing_key_file), issuer="a",
-                              audience="c", practitioner="dr-who", role="physician",
-                              purpose="TREAT", cert_thumbprint=cert_thumbprint(der))
-        url = f"{c.url('c')}/Patient?identifier={PATIENT.replace('|', '%7C')}"
+        token, url = discovery_by_a(c, "c")
         async with PeerClient(c.context("a"), timeout_s=10) as client:
             first = await client.get(url, token=token)
             second = await client.get(url, token=token)
@@ -509,13 +519,7 @@ async def test_workers_outlive_a_killed_worker_follow_a_reload_and_stop(
         assert len(workers.processes) == 2
         await ingest(b, 1)
         await anchor(b)
-        settings = c.daemons["a"].settings
-        der = x509.load_pem_x509_certificate(c.certs["a"].cert.read_bytes()).public_bytes(
-            serialization.Encoding.DER)
-        token = issue_context(load_signing_key(settings.keys.signing_key_file), issuer="a",
-                              audience="b", practitioner="dr-who", role="physician",
-                              purpose="TREAT", cert_thumbprint=cert_thumbprint(der))
-        url = f"{c.url('b')}/Patient?identifier={PATIENT.replace('|', '%7C')}"
+        token, url = discovery_by_a(c, "b")
         async with PeerClient(c.context("a"), timeout_s=10) as client:
             assert (await client.get(url, token=token)).status == 403  # default deny
         killed = workers.processes[0]
