@@ -1,22 +1,17 @@
-"""What the daemon runs when ``[peer]`` is configured: the directory, the peer API (in worker
-processes, or in the daemon itself with ``workers = 0``), its mutual-TLS listener and the
-notification outbox. Imported only then."""
+"""What the daemon runs when ``[peer]`` is configured: the peer API (in worker processes, or
+in the daemon itself with ``workers = 0``: :mod:`edge.peer.serving`), the writer side of its
+audit records and the notification outbox. Imported only then."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
-from adapters.peer.listener import PeerListener
-from adapters.peer.tls import server_context
 from edge.config.model import PeerSettings, Settings
 from edge.crypto.keys import load_keyring
 from edge.peer.audit_sink import LocalAuditSink
-from edge.peer.directory import Peer, PeerDirectory
 from edge.peer.notifications import WebhookSender, outbox_counts
-from edge.peer.service import PeerService
-from edge.peer.worker import counters_of
+from edge.peer.serving import PeerServer, tls_context
 from edge.peer.workers import PeerWorkers
 from edge.storage.database import connect
 from edge.storage.group_commit import GroupCommitter
@@ -32,7 +27,6 @@ class PeerRuntime:
         assert peer is not None
         self._db_path = db_path
         self._settings = peer
-        self.directory = PeerDirectory.from_settings(peer.peers)
         self.sender = (WebhookSender(db_path, committer, url=peer.webhook.url,
                                      secret_file=peer.webhook.secret_file,
                                      timeout_s=peer.webhook.timeout_s,
@@ -42,37 +36,29 @@ class PeerRuntime:
         audit = LocalAuditSink(
             committer, ResourceStore(keys), on_appended=anchorer.notify,
             on_notice=self.sender.wake if self.sender is not None else lambda: None)
-        tls = peer.tls
-        # Built here even when workers serve: a bad certificate, key or CRL stops the daemon's
-        # start with its own error, not a worker's.
-        context = server_context(cert=tls.cert, key=tls.key, ca=tls.ca, crl=tls.crl)
-        self.service: PeerService | None = None
-        self.listener: PeerListener | None = None
+        self.server: PeerServer | None = None
         self.workers: PeerWorkers | None = None
         if peer.workers:
+            # Built here, and dropped, though each worker builds its own: a bad certificate,
+            # key or CRL stops the daemon's start with its own error, not a worker's.
+            tls_context(peer)
             self.workers = PeerWorkers(settings, audit, peer.workers)
         else:
-            self.service = PeerService(facility=settings.facility.id, settings=peer,
-                                       db_path=db_path, keys=keys, audit=audit)
-            self.listener = PeerListener(peer.bind.host, peer.bind.port, context,
-                                         self._identify, self.service.handle)
-
-    def _identify(self, der: bytes | None) -> Peer | None:
-        return self.directory.identify(der)
+            self.server = PeerServer(settings, keys, audit)
 
     async def start(self) -> list[str]:
         """Bind the listener (and start the workers); returns its addresses."""
         if self.workers is not None:
             return await self.workers.start()
-        assert self.listener is not None
-        return await self.listener.start()
+        assert self.server is not None
+        return await self.server.listener.start()
 
     @property
     def bound(self) -> list[str]:
         if self.workers is not None:
             return self.workers.bound
-        assert self.listener is not None
-        return self.listener.bound
+        assert self.server is not None
+        return self.server.listener.bound
 
     def background(self) -> list[tuple[str, Any]]:
         """(task name, coroutine) to run while serving: the webhook outbox, when configured."""
@@ -87,11 +73,10 @@ class PeerRuntime:
                 old.bind, old.tls, old.webhook, old.workers):
             return False
         self._settings = settings
-        self.directory = PeerDirectory.from_settings(settings.peers)
         if self.workers is not None:
             self.workers.update(settings)
-        if self.service is not None:
-            self.service.update(settings)
+        if self.server is not None:
+            self.server.update(settings)
         return True
 
     async def refresh(self) -> None:
@@ -103,8 +88,8 @@ class PeerRuntime:
         """The service's and the listener's counters (summed over the workers)."""
         if self.workers is not None:
             return self.workers.counters()
-        assert self.service is not None and self.listener is not None
-        return counters_of(self.service, self.listener)
+        assert self.server is not None
+        return self.server.counters()
 
     def status(self) -> dict[str, Any]:
         counters = self.counters()
@@ -113,7 +98,8 @@ class PeerRuntime:
             "accepted": counters.get("accepted", 0),
             "refused_unknown_certificate": counters.get("refused_unknown", 0),
             "requests": counters.get("http_requests", 0),
-            "peers": self.directory.ids, "default_consent": self._settings.default_consent,
+            "peers": sorted(p.id for p in self._settings.peers),
+            "default_consent": self._settings.default_consent,
             **{k: counters.get(k, 0) for k in ("permitted", "denied", "refused",
                                                 "break_glass")},
         }
@@ -137,7 +123,5 @@ class PeerRuntime:
             self.sender.stop()
         if self.workers is not None:
             await self.workers.aclose(timeout)
-        if self.listener is not None:
-            await self.listener.aclose(timeout)
-        if self.service is not None:
-            await asyncio.to_thread(self.service.close)
+        if self.server is not None:
+            await self.server.aclose(timeout)

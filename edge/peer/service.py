@@ -77,8 +77,6 @@ log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
 _MAX_COUNT = 1000
 READ_THREADS = 2
-_LATEST_NOTE = ("SELECT note FROM ledger_checkpoints WHERE state = 'anchored' "
-                "ORDER BY tree_size DESC LIMIT 1")
 _NOTE_AT = "SELECT note FROM ledger_checkpoints WHERE state = 'anchored' AND tree_size = ?"
 
 
@@ -473,9 +471,11 @@ class PeerService:
             raise RequestRefused(400, "invalid", "checkpoint size must be a number or latest")
 
         def read(conn: sqlite3.Connection) -> str | None:
+            if which == "latest":
+                latest = latest_anchored(conn, self.facility)
+                return latest.note if latest is not None else None
             try:
-                row = (conn.execute(_LATEST_NOTE).fetchone() if which == "latest"
-                       else conn.execute(_NOTE_AT, (int(which),)).fetchone())
+                row = conn.execute(_NOTE_AT, (int(which),)).fetchone()
             except sqlite3.OperationalError:  # no anchorer has run here yet
                 return None
             return str(row[0]) if row else None

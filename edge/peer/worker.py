@@ -24,19 +24,14 @@ import logging
 import signal
 import socket
 import sys
-from dataclasses import asdict
 from typing import Any
 
-from adapters.peer.listener import PeerListener
-from adapters.peer.tls import server_context
-from edge.config.model import PeerSettings, Settings
+from edge.config.model import Settings
 from edge.crypto.keys import load_keyring
 from edge.logs import configure as configure_logging
 from edge.peer.audit_batch import AuditWrite, Replayed
 from edge.peer.channel import receive, send
-from edge.peer.directory import Peer, PeerDirectory
-from edge.peer.service import PeerService
-from edge.storage.database import database_path
+from edge.peer.serving import PeerServer
 from edge.storage.errors import StorageError
 from edge.store.keys import StoreKeys
 from edge.store.prepared import PreparedRecord
@@ -46,12 +41,8 @@ log = logging.getLogger("edge.peer.worker")  # not __main__: it runs with -m
 COUNTERS_INTERVAL_S = 1.0  # how often changed counters go to the daemon (its /status)
 
 
-def counters_of(service: PeerService, listener: PeerListener) -> dict[str, int]:
-    """What ``/status`` shows of one serving process: the service's decisions and the
-    listener's connections and requests, by name."""
-    counted = listener.counters
-    return {**asdict(service.counters), "accepted": counted.accepted,
-            "refused_unknown": counted.refused_unknown, "http_requests": counted.requests}
+def _unreachable() -> StorageError:
+    return StorageError("audit", "the daemon is not reachable")
 
 
 class RemoteAuditSink:
@@ -71,7 +62,7 @@ class RemoteAuditSink:
 
     async def _call(self, kind: str, payload: Any) -> int:
         if self._writer.is_closing():
-            raise StorageError("audit", "the daemon is not reachable")
+            raise _unreachable()
         self._next += 1
         number = self._next
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -98,39 +89,22 @@ class RemoteAuditSink:
         """The channel closed: no answer will come for the requests still waiting."""
         for future in self._waiting.values():
             if not future.done():
-                future.set_exception(StorageError("audit", "the daemon is not reachable"))
+                future.set_exception(_unreachable())
 
 
 class _Worker:
     def __init__(self, settings: Settings, listen: socket.socket,
                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = settings.peer
-        assert peer is not None
         self._settings = settings
         self._reader, self._writer = reader, writer
-        self.directory = PeerDirectory.from_settings(peer.peers)
         self.sink = RemoteAuditSink(writer)
         keys = StoreKeys(lambda: load_keyring(settings.keys.kek_file))
-        self.service = PeerService(facility=settings.facility.id, settings=peer,
-                                   db_path=database_path(settings.storage.dir), keys=keys,
-                                   audit=self.sink)
-        tls = peer.tls
-        self.listener = PeerListener(peer.bind.host, peer.bind.port,
-                                     server_context(cert=tls.cert, key=tls.key, ca=tls.ca,
-                                                    crl=tls.crl),
-                                     self._identify, self.service.handle, sock=listen)
+        self.server = PeerServer(settings, keys, self.sink, sock=listen)
         self._stop = asyncio.Event()
         self._sent: dict[str, int] = {}
 
-    def _identify(self, der: bytes | None) -> Peer | None:
-        return self.directory.identify(der)
-
-    def _update(self, settings: PeerSettings) -> None:
-        self.directory = PeerDirectory.from_settings(settings.peers)
-        self.service.update(settings)
-
     def _push_counters(self, *, always: bool = False) -> None:
-        counters = counters_of(self.service, self.listener)
+        counters = self.server.counters()
         if (always or counters != self._sent) and not self._writer.is_closing():
             send(self._writer, "counters", counters)
             self._sent = counters
@@ -150,7 +124,7 @@ class _Worker:
                 elif message[0] == "counters?":
                     self._push_counters(always=True)
                 elif message[0] == "settings":
-                    self._update(message[1])
+                    self.server.update(message[1])
                 elif message[0] == "stop":
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -162,7 +136,7 @@ class _Worker:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        await self.listener.start()
+        await self.server.listener.start()
         send(self._writer, "ready")
         listening = asyncio.create_task(self._listen())
         reporting = asyncio.create_task(self._report())
@@ -170,7 +144,7 @@ class _Worker:
             await self._stop.wait()
             # Stop accepting, let the requests in flight finish (their audit answers still
             # arrive while the channel is open), then say what was counted.
-            await self.listener.aclose(self._settings.daemon.shutdown_timeout_s)
+            await self.server.aclose(self._settings.daemon.shutdown_timeout_s)
             self._push_counters()
             with contextlib.suppress(ConnectionError):  # the daemon may be gone already
                 await self._writer.drain()
@@ -179,7 +153,6 @@ class _Worker:
             listening.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(listening, reporting)
-            await asyncio.to_thread(self.service.close)
             self._writer.close()
 
 

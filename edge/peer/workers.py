@@ -100,9 +100,8 @@ class PeerWorkers:
         """Ask every worker to stop (they finish their requests in flight, whose audit
         records are still committed here), wait up to ``timeout``, then kill what is left."""
         self._stopping = True
-        for slot in self._slots:
-            if slot.writer is not None and not slot.writer.is_closing():
-                send(slot.writer, "stop")
+        for _, writer in self._connected():
+            send(writer, "stop")
         waits = [slot.process.wait() for slot in self._slots if slot.process is not None]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*waits), timeout + 5.0)
@@ -123,9 +122,13 @@ class PeerWorkers:
         """A reloaded ``[peer]`` (directory, consent default, roles, limits) for every
         worker; the next request each one answers uses it."""
         self._settings = self._settings.model_copy(update={"peer": settings})
-        for slot in self._slots:
-            if slot.writer is not None and not slot.writer.is_closing():
-                send(slot.writer, "settings", settings)
+        for _, writer in self._connected():
+            send(writer, "settings", settings)
+
+    def _connected(self) -> list[tuple[_Slot, asyncio.StreamWriter]]:
+        """The slots whose worker's channel is open, with its writer."""
+        return [(slot, slot.writer) for slot in self._slots
+                if slot.writer is not None and not slot.writer.is_closing()]
 
     @property
     def processes(self) -> list[asyncio.subprocess.Process]:
@@ -135,11 +138,10 @@ class PeerWorkers:
     async def refresh(self, timeout: float = 5.0) -> None:
         """Ask every worker for its counters now (they send changes every second anyway)."""
         waits = []
-        for slot in self._slots:
-            if slot.writer is not None and not slot.writer.is_closing():
-                slot.fresh = asyncio.get_running_loop().create_future()
-                waits.append(slot.fresh)
-                send(slot.writer, "counters?")
+        for slot, writer in self._connected():
+            slot.fresh = asyncio.get_running_loop().create_future()
+            waits.append(slot.fresh)
+            send(writer, "counters?")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), timeout)
 
