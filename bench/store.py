@@ -8,9 +8,10 @@ salt and leaf hash). The baseline is a plaintext store of the same rows written 
 statements: the same tables, indexes and triggers (the change epoch of migration 41, which
 every insert into ``resources`` runs) with plaintext in place of ciphertext and plaintext
 identifier/demographic values (normalized the same way) in place of blind indexes, the same
-canonical JSON, salt and
-leaf hash (the ledger needs them either way), the same version lookup and index-row replacement
-per message, the same WAL +
+records made ready by the same ``prepare_record`` (a plaintext store fed by the same worker
+processes would prepare them the same way: the placeholder splice keeps the JSON off the
+writer, not the keys), the same salt and leaf hash (the ledger needs them either way), the
+same version lookup and index-row replacement per message, the same WAL +
 synchronous=FULL connection and the same transaction batching. Reads: ``read(type, id)``
 (decrypt and verify every check) against the same SELECT of the newest version's row +
 ``json.loads`` into the same ``ResourceVersion`` (the record with its version, lastUpdated, row,
@@ -38,9 +39,9 @@ from edge.crypto.blind_index import IndexKind
 from edge.crypto.keys import generate_kek_file, load_keyring
 from edge.storage.database import connect, migrate
 from edge.store.keys import PatientRef, StoreKeys
-from edge.store.prepared import index_terms, prepare_record
+from edge.store.prepared import PreparedRecord, prepare_record
 from edge.store.resources import ResourceStore, ResourceVersion, fhir_instant
-from ledger_client.leaf import canonical_json, new_salt
+from ledger_client.leaf import new_salt
 from ledger_client.merkle import leaf_hash
 
 SYSTEM = "urn:oid:2.16.840.1.113883.3.1234"
@@ -133,10 +134,11 @@ def check_twin(enc: sqlite3.Connection, plain: sqlite3.Connection) -> None:
         raise SystemExit(f"the plaintext twin differs from the store's schema: {sorted(missing)}")
 
 
-def plain_put_many(conn: sqlite3.Connection, resources: Sequence[Resource],
+def plain_put_many(conn: sqlite3.Connection, records: Sequence[PreparedRecord],
                    patient: PatientRef) -> None:
-    """The plaintext twin of ``put_many``: the same statements, no keys."""
-    idents = [(r["resourceType"], r["id"]) for r in resources]
+    """The plaintext twin of ``put_many``: the same prepared records, the same statements,
+    no keys."""
+    idents = [(r.type, r.id) for r in records]
     rows = ",".join(["(?, ?)"] * len(idents))
     latest: dict[tuple[str, str], int] = {}
     replaced: list[tuple[int]] = []
@@ -154,10 +156,9 @@ def plain_put_many(conn: sqlite3.Connection, resources: Sequence[Resource],
     owner = f"{patient.system}|{patient.value}"
     identifiers: list[tuple[int, str]] = []
     demographics: list[tuple[int, str, str]] = []
-    for resource, ident in zip(resources, idents, strict=True):
+    for prepared, ident in zip(records, idents, strict=True):
         version = latest[ident] = latest[ident] + 1
-        record = {**resource, "meta": {"versionId": str(version), "lastUpdated": now}}
-        body = canonical_json(record)
+        body = prepared.canonical(version, now)
         salt = new_salt()
         row = conn.execute(
             "INSERT INTO resources (type, id, version, patient, last_updated, body, salt, "
@@ -166,7 +167,7 @@ def plain_put_many(conn: sqlite3.Connection, resources: Sequence[Resource],
         assert row is not None
         # The same normalized terms the blind indexes are made from (matching needs them
         # either way), stored as text instead of HMACs.
-        for kind, fields in index_terms(resource):
+        for kind, fields in prepared.terms:
             if kind is IndexKind.IDENTIFIER:
                 identifiers.append((row, "|".join(fields)))
             else:
@@ -268,8 +269,11 @@ def one_round(messages: Sequence[Message], order: Sequence[tuple[str, str]],
         def enc_put(c: sqlite3.Connection, rs: Sequence[Resource], p: PatientRef) -> object:
             return store.put_many(c, [prepare_record(r) for r in rs], patient=p)
 
+        def plain_put(c: sqlite3.Connection, rs: Sequence[Resource], p: PatientRef) -> None:
+            plain_put_many(c, [prepare_record(r) for r in rs], p)
+
         enc_w, plain_w = interleaved(write_steps(enc, messages, batch, enc_put),
-                                     write_steps(plain, messages, batch, plain_put_many))
+                                     write_steps(plain, messages, batch, plain_put))
         chunks, bare_step = write_steps(bare, messages, batch, bare_put_many)
         bare_w = sum(bare_step(i) for i in range(chunks))
         enc_r, plain_r = interleaved(
