@@ -152,5 +152,5 @@ class PeerListener:
             remote=format_address(peername) if peername else None,
             base_url=f"https://{request.host}"))
         return web.Response(status=answer.status, body=answer.body,
-                            headers={"Content-Type": answer.content_type,
+                            headers={**answer.headers, "Content-Type": answer.content_type,
                                      "Cache-Control": "no-store"})

@@ -20,6 +20,11 @@ OperationOutcome. Before the answer leaves, its AuditEvents (decision, access, d
 the JWT id (replay protection) and the access notification commit in one transaction.
 Every entry carries its ledger receipt (``Bundle.entry.extension``, see docs/peer.md).
 
+When storage fails while a request is answered (a read, the request's audit commit, the
+audit of a refusal; in a worker process also a daemon that no longer answers), the answer is
+503 with an OperationOutcome ``transient`` and ``Retry-After``, never data: a disclosure is
+only ever sent after its audit record is durable. One ERROR line names the step.
+
 Cost per request (issue 8's lookup target): the patient's listing of current rows is checked
 in every request's snapshot by one statement and read again only when it changed, a row
 unchanged since it was last opened is not decrypted again, and an entry whose receipt was
@@ -66,6 +71,7 @@ from edge.peer.entries import EntryCache, Record, RecordCache, bundle_json
 from edge.peer.errors import ContextError, RequestRefused
 from edge.peer.patients import by_demographics, by_id, by_identifier, patient_ref_of
 from edge.storage.database import connect
+from edge.storage.errors import StorageError
 from edge.store._tx import read_snapshot
 from edge.store.keys import PatientRef, StoreKeys
 from edge.store.prepared import PreparedRecord
@@ -78,6 +84,10 @@ FHIR_JSON = "application/fhir+json"
 _MAX_COUNT = 1000
 READ_THREADS = 2
 _NOTE_AT = "SELECT note FROM ledger_checkpoints WHERE state = 'anchored' AND tree_size = ?"
+# Retry-After (RFC 9110 10.2.3) on a 503: longer than the 5 s a reader or the writer waits on
+# a locked database (edge.storage.database busy_timeout), short enough for an emergency
+# lookup. A full disk takes an operator; until then each retry costs us one cheap 503.
+RETRY_AFTER_S = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +107,12 @@ class PeerRequest:
 
 @dataclass(frozen=True, slots=True)
 class PeerResponse:
+    """``headers``: besides Content-Type (``content_type``), e.g. Retry-After on a 503."""
+
     status: int
     body: bytes = field(repr=False)
     content_type: str = FHIR_JSON
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -113,6 +126,16 @@ def operation_outcome(status: int, code: str, text: str) -> PeerResponse:
     """An OperationOutcome (FHIR R4 3.1.0.8): ``text`` names the rule, never data."""
     return _json(status, {"resourceType": "OperationOutcome", "issue": [
         {"severity": "error", "code": code, "diagnostics": text}]})
+
+
+def unavailable(text: str) -> PeerResponse:
+    """503 for a failure of our storage, not of the request: FHIR R4 http.html lets any
+    error status carry an OperationOutcome, and issue type ``transient`` (valueset-issue-type:
+    "the system receiving the message may be able to resubmit the same content once an
+    underlying issue is resolved") says what a peer can do about it: ask again later."""
+    answer = operation_outcome(503, "transient", text)
+    return PeerResponse(answer.status, answer.body, answer.content_type,
+                        {"Retry-After": str(RETRY_AFTER_S)})
 
 
 @dataclass(slots=True)
@@ -143,11 +166,16 @@ class _Audit:
 
 @dataclass(slots=True)
 class PeerCounters:
+    """Requests, and each by the answer it got (``break_glass``: of the permitted). Every
+    field reaches ``/status``: :meth:`edge.peer.serving.PeerServer.counters`, summed over
+    the workers by :mod:`edge.peer.workers`, shown by :mod:`edge.peer.runtime`."""
+
     requests: int = 0
     permitted: int = 0
     denied: int = 0
     refused: int = 0
     break_glass: int = 0
+    unavailable: int = 0  # answered 503: storage (or, in a worker, the daemon) failed
 
 
 def _utc_now() -> datetime:
@@ -198,17 +226,24 @@ class PeerService:
         try:
             with read_snapshot(conn):
                 return fn(conn)
+        except sqlite3.DatabaseError as exc:
+            # Translated at the boundary (design: one error root per package). SQLite's
+            # messages name tables and conditions (locked, disk I/O), never row values.
+            raise StorageError("read", f"{type(exc).__name__}: {exc}",
+                               retriable=isinstance(exc, sqlite3.OperationalError)) from None
         finally:
             self._readers.put(conn)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """``fn``'s result, in one snapshot on a reader thread. Raises StorageError."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._with_reader,
                                                                 fn)
 
     # -- dispatch -----------------------------------------------------------------------
 
     async def handle(self, request: PeerRequest) -> PeerResponse:
-        """Answer one request; never raises for a peer's fault."""
+        """Answer one request; never raises for a peer's fault, nor for a StorageError
+        (answered 503, see :func:`unavailable`)."""
         self.counters.requests += 1
         if request.method != "GET":
             return operation_outcome(405, "not-supported", "the peer API is read-only")
@@ -217,17 +252,27 @@ class PeerService:
             if parts == ["metadata"]:
                 return self._capability()
             if len(parts) == 3 and parts[:2] == ["ledger", "checkpoints"]:
-                return await self._checkpoint(parts[2])
+                return await self._checkpoint(request, parts[2])
             route = self._route(parts, request.query)
         except RequestRefused as exc:
             return operation_outcome(exc.status, exc.code, str(exc))
         try:
             context = self._context(request)
         except ContextError as exc:
-            self.counters.refused += 1
-            await self._audit_refused(request, None, str(exc))
-            return operation_outcome(401, "security", str(exc))
+            return await self._refuse(request, None, str(exc))
         return await self._data(request, context, route)
+
+    def _unavailable(self, request: PeerRequest, step: str, exc: StorageError,
+                     text: str) -> PeerResponse:
+        """Count and log a storage failure at ``step``, and answer 503. The line names the
+        step, the peer and the StorageError (its operation and SQLite's reason, which name
+        tables and conditions, never values); no traceback: the cause is the environment's,
+        not a bug to debug, and the path (which holds patient ids) is left out."""
+        self.counters.unavailable += 1
+        log.error("peer request not answered: storage failed", extra={"fields": {
+            "step": step, "peer": request.peer.id, "operation": exc.operation,
+            "reason": exc.reason}})
+        return unavailable(text)
 
     def _route(self, parts: list[str], query: Mapping[str, str]) -> tuple[Pattern, str | None,
                                                                           tuple[str, ...]]:
@@ -294,13 +339,18 @@ class PeerService:
             # operation below only seals, inserts and appends.
             return plan, self._audit(request, context, actor, plan, now)
 
-        plan, audit = await self._read(work)
+        try:
+            plan, audit = await self._read(work)
+        except StorageError as exc:
+            return self._retry_later(request, context, "read", exc)
         try:
             await self._commit(context, audit, now)
         except Replayed:
-            self.counters.refused += 1
-            await self._audit_refused(request, context, "request context: replayed")
-            return operation_outcome(401, "security", "request context: replayed (jti)")
+            return await self._refuse(request, context, "request context: replayed",
+                                      "request context: replayed (jti)")
+        except StorageError as exc:
+            # Not durable, so nothing is released (the Bundle is built only below).
+            return self._retry_later(request, context, "audit", exc)
         if plan.decision is not None and not plan.decision.permitted:
             self.counters.denied += 1
             return operation_outcome(403, "forbidden",
@@ -311,6 +361,17 @@ class PeerService:
             self.counters.permitted += 1
             self.counters.break_glass += plan.decision.break_glass
         return PeerResponse(200, self._bundle(request, plan, count, offset))
+
+    def _retry_later(self, request: PeerRequest, context: RequestContext, step: str,
+                     exc: StorageError) -> PeerResponse:
+        """503 for a data request. Its JWT id is forgotten here so the peer can send the same
+        request again, as Retry-After invites: the durable ``peer_jti`` table still refuses
+        it if its write did commit after all (a worker whose daemon died after the commit,
+        before the answer), so a retry never discloses without its audit record."""
+        self._replay.forget(context.jti)
+        return self._unavailable(request, step, exc,
+                                 "the request could not be answered now (storage unavailable); "
+                                 "nothing was released; try again later")
 
     @staticmethod
     def _discovery_params(query: Mapping[str, str]) -> None:
@@ -441,6 +502,20 @@ class PeerService:
             context.jti, context.facility, context.expires * 1000,
             int(now.timestamp() * 1000), audit.events, audit.patient, audit.notice))
 
+    async def _refuse(self, request: PeerRequest, context: RequestContext | None, why: str,
+                      answer: str | None = None) -> PeerResponse:
+        """401 for a bad or replayed request context, once its refusal is audited; 503 when
+        that audit cannot be stored: a refusal is a security event, and it is answered as
+        refused only once it is on record. Counted by the answer given, as the others are."""
+        try:
+            await self._audit_refused(request, context, why)
+        except StorageError as exc:
+            return self._unavailable(request, "refusal audit", exc,
+                                     "the request could not be answered now (storage "
+                                     "unavailable); try again later")
+        self.counters.refused += 1
+        return operation_outcome(401, "security", answer or why)
+
     async def _audit_refused(self, request: PeerRequest, context: RequestContext | None,
                              why: str) -> None:
         actor = Actor("peer", request.peer.id, context.practitioner if context else "unknown",
@@ -466,7 +541,7 @@ class PeerService:
                                "definition": "http://hl7.org/fhir/OperationDefinition/"
                                              "Patient-everything"}]}]})
 
-    async def _checkpoint(self, which: str) -> PeerResponse:
+    async def _checkpoint(self, request: PeerRequest, which: str) -> PeerResponse:
         if which != "latest" and not which.isdigit():
             raise RequestRefused(400, "invalid", "checkpoint size must be a number or latest")
 
@@ -476,11 +551,21 @@ class PeerService:
                 return latest.note if latest is not None else None
             try:
                 row = conn.execute(_NOTE_AT, (int(which),)).fetchone()
-            except sqlite3.OperationalError:  # no anchorer has run here yet
+            except sqlite3.OperationalError as exc:
+                # Only a missing table means "no anchorer has run here yet" (as in
+                # latest_anchored); a locked or unreadable database is a 503, not a 404
+                # that would tell the peer the checkpoint does not exist.
+                if "no such table" not in str(exc):
+                    raise
                 return None
             return str(row[0]) if row else None
 
-        note = await self._read(read)
+        try:
+            note = await self._read(read)
+        except StorageError as exc:
+            return self._unavailable(request, "checkpoint read", exc,
+                                     "the checkpoint could not be read now (storage "
+                                     "unavailable); try again later")
         if note is None:
             return operation_outcome(404, "not-found", "no anchored checkpoint of that size")
         return PeerResponse(200, note.encode("utf-8"), "text/plain; charset=utf-8")

@@ -108,9 +108,12 @@ class PeerEnv:
         return issue_context(self.peer_key, **args)
 
     async def get(self, path: str, query: Mapping[str, str] | None = None, *,
-                  token: str | None = None, purpose: str = "TREAT", **kw: Any) -> PeerResponse:
+                  token: str | None = None, purpose: str = "TREAT",
+                  service: PeerService | None = None, **kw: Any) -> PeerResponse:
+        """GET ``path`` from ``service`` (default: this env's) with a fresh JWT (``kw``:
+        :meth:`token`'s) unless ``token`` is given."""
         auth = f"Bearer {token or self.token(purpose, **kw)}"
-        return await self.service.handle(PeerRequest(
+        return await (service or self.service).handle(PeerRequest(
             peer=self.peer, cert_der=self.cert, method="GET", path=path, query=query or {},
             authorization=auth, remote="127.0.0.1:5", base_url="https://here.test"))
 
