@@ -18,7 +18,7 @@ import hmac
 import io
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +46,7 @@ from edge.peer.directory import Peer, PeerDirectory, cert_thumbprint
 from edge.peer.patients import by_identifier, patient_ref_of
 from edge.peer.query import CheckpointRoots, Credentials, PeerOutcome, QuerySpec, query_peers
 from edge.signing import load_signing_key
+from edge.storage.database import connect, database_path
 from edge.store.ledgered import put_ledgered
 from edge.store.resources import ResourceStore
 from ledger_client.checkpoint import NoteSigner
@@ -503,6 +504,48 @@ async def test_default_permit_treatment_tamper_and_replay(tmp_path: Path) -> Non
         assert report["b"]["status"] == "denied"
         assert report["c"]["failures"] == [{"resource": label,
                                             "problems": list(outcome.failures[0].problems)}]
+
+
+@contextlib.contextmanager
+def refusing_audit_writes(running: RunningDaemon) -> Iterator[None]:
+    """While inside, the daemon's database refuses to store an AuditEvent (a trigger on its
+    file), so the commit of a peer request's audit record fails on the daemon's real writer,
+    as it would on a full disk."""
+    conn = connect(database_path(running.settings.storage.dir))
+    try:
+        conn.execute("CREATE TRIGGER test_refuse_audit BEFORE INSERT ON resources "
+                     "WHEN NEW.type = 'AuditEvent' "
+                     "BEGIN SELECT RAISE(ABORT, 'audit writes refused by the test'); END")
+        yield
+    finally:
+        conn.execute("DROP TRIGGER IF EXISTS test_refuse_audit")
+        conn.close()
+
+
+async def test_a_failed_audit_commit_is_503_in_a_worker_and_in_the_daemon(
+        tmp_path: Path) -> None:
+    """B answers through worker processes (the commit fails in the daemon, the worker hears
+    of it over its channel), C in the daemon's own process: both answer 503 ``transient``
+    and release nothing; the same request sent again once storage works is answered (its JWT
+    id never became durable); /status counts it."""
+    async with consortium(tmp_path) as c:
+        for name, after in (("b", 403), ("c", 200)):  # B denies by default, C permits
+            running = c.daemons[name]
+            await ingest(running, 1)
+            token, url = discovery_by_a(c, name)
+            async with PeerClient(c.context("a"), timeout_s=10) as client:
+                with refusing_audit_writes(running):
+                    failed = await client.get(url, token=token)
+                again = await client.get(url, token=token)
+            assert failed.status == 503, (name, failed.status)
+            outcome = json.loads(failed.body)
+            assert outcome["resourceType"] == "OperationOutcome"
+            assert outcome["issue"][0]["code"] == "transient"
+            assert again.status == after, (name, again.status)
+            runtime = running.daemon._peer
+            assert runtime is not None
+            await runtime.refresh()
+            assert runtime.status()["unavailable"] == 1, name
 
 
 async def test_workers_outlive_a_killed_worker_follow_a_reload_and_stop(
