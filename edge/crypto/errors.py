@@ -26,6 +26,9 @@ class IntegrityError(CryptoError):
 
     The fault is "environment": the stored bytes no longer are what we wrote (disk corruption
     or an attacker with write access), and retrying the same read cannot help.
+
+    ``row_id`` is the AAD's row id, for a resource its ``Type/id``; ``row`` the SQLite row
+    number of a stored row and ``problem`` which check failed, when known.
     """
 
     fault: Fault = "environment"
@@ -38,12 +41,25 @@ class IntegrityError(CryptoError):
         row_id: str | None = None,
         version: int | None = None,
         key_id: str | None = None,
+        row: int | None = None,
+        problem: str | None = None,
     ) -> None:
         super().__init__(message)
         self.table = table
         self.row_id = row_id
         self.version = version
         self.key_id = key_id
+        self.row = row
+        self.problem = problem
+
+    def log_fields(self) -> dict[str, str | int | None]:
+        """Where the failure is, for a log line that must carry no PHI: table, row number,
+        resource type, version, key id and the check that failed. Not the logical id of
+        ``row_id``: a FHIR client chooses it on update (``PUT Patient/{id}``), so it may be
+        a medical record number; the row number finds the same row (``hie-edge verify``)."""
+        rtype = self.row_id.partition("/")[0] if self.row_id and "/" in self.row_id else None
+        return {"table": self.table, "row": self.row, "type": rtype, "version": self.version,
+                "key_id": self.key_id, "problem": self.problem}
 
 
 class UnknownKeyError(CryptoError):

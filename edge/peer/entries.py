@@ -280,9 +280,10 @@ class RecordCache(_Bounded[int, tuple[_Identity, Record]]):
             # Erasure deletes a key and its rows together: a row whose key is gone is damage,
             # never served, even while this process still holds the key's material.
             aad = AAD(RESOURCES, f"{r[1]}/{r[2]}", r[3])
-            raise IntegrityError(f"{aad.describe()} (row {r[0]}): its data key {r[5]} does "
-                                 "not exist (erased?)", table=RESOURCES, row_id=aad.row_id,
-                                 version=r[3], key_id=r[5])
+            problem = f"its data key {r[5]} does not exist (erased?)"
+            raise IntegrityError(f"{aad.describe()} (row {r[0]}): {problem}", table=RESOURCES,
+                                 row_id=aad.row_id, version=r[3], key_id=r[5], row=r[0],
+                                 problem=problem)
         key_row: KeyRow | None = None
         if store.keys.cached(r[5]) is None:
             key_row = conn.execute(KEY_ROW_BY_ID, (r[5],)).fetchone()

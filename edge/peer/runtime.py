@@ -101,7 +101,8 @@ class PeerRuntime:
             "peers": sorted(p.id for p in self._settings.peers),
             "default_consent": self._settings.default_consent,
             **{k: counters.get(k, 0) for k in ("permitted", "denied", "refused",
-                                                "break_glass", "unavailable")},
+                                                "break_glass", "unavailable",
+                                                "integrity_failures")},
         }
         if self.workers is not None:
             info["worker_restarts"] = self.workers.restarts

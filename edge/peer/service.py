@@ -23,7 +23,10 @@ Every entry carries its ledger receipt (``Bundle.entry.extension``, see docs/pee
 When storage fails while a request is answered (a read, the request's audit commit, the
 audit of a refusal; in a worker process also a daemon that no longer answers), the answer is
 503 with an OperationOutcome ``transient`` and ``Retry-After``, never data: a disclosure is
-only ever sent after its audit record is durable. One ERROR line names the step.
+only ever sent after its audit record is durable. One ERROR line names the step. When a stored
+row fails verification (:class:`~edge.crypto.errors.IntegrityError`: tampered, swapped,
+replayed, its key gone), the answer is 500 with an OperationOutcome ``exception`` and nothing
+of the request is released (see :func:`not_served`); one ERROR line names the row.
 
 Cost per request (issue 8's lookup target): the patient's listing of current rows is checked
 in every request's snapshot by one statement and read again only when it changed, a row
@@ -49,6 +52,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from edge.config.model import PeerSettings
+from edge.crypto.errors import IntegrityError
 from edge.peer.audit import (
     Actor,
     AuditRecord,
@@ -138,6 +142,17 @@ def unavailable(text: str) -> PeerResponse:
                         {"Retry-After": str(RETRY_AFTER_S)})
 
 
+def not_served() -> PeerResponse:
+    """500 for a stored row that failed verification while the request was answered. Issue
+    type ``exception`` (FHIR R4 valueset-issue-type: "An unexpected internal error has
+    occurred"): the fault is ours and asking again will not help until an operator repairs
+    the store, so neither ``transient`` with a Retry-After nor a code blaming the request
+    fits. The text is the same whatever failed and where: the peer learns that the request
+    could not be served, nothing about the state of our store."""
+    return operation_outcome(500, "exception", "the request could not be served; nothing was "
+                             "released")
+
+
 @dataclass(slots=True)
 class _Plan:
     """What a data request found, from one read snapshot."""
@@ -176,6 +191,7 @@ class PeerCounters:
     refused: int = 0
     break_glass: int = 0
     unavailable: int = 0  # answered 503: storage (or, in a worker, the daemon) failed
+    integrity_failures: int = 0  # answered 500: a stored row failed verification
 
 
 def _utc_now() -> datetime:
@@ -243,7 +259,8 @@ class PeerService:
 
     async def handle(self, request: PeerRequest) -> PeerResponse:
         """Answer one request; never raises for a peer's fault, nor for a StorageError
-        (answered 503, see :func:`unavailable`)."""
+        (answered 503, see :func:`unavailable`), nor for an IntegrityError (500, see
+        :func:`not_served`)."""
         self.counters.requests += 1
         if request.method != "GET":
             return operation_outcome(405, "not-supported", "the peer API is read-only")
@@ -273,6 +290,22 @@ class PeerService:
             "step": step, "peer": request.peer.id, "operation": exc.operation,
             "reason": exc.reason}})
         return unavailable(text)
+
+    def _not_served(self, request: PeerRequest, context: RequestContext | None, step: str,
+                    exc: IntegrityError) -> PeerResponse:
+        """Count and log a stored row that failed verification at ``step``, and answer 500.
+        The line locates the row as :meth:`IntegrityError.log_fields` does (table, row number,
+        type, version, key id, the failed check): no logical id, no path (both may name the
+        patient), no traceback (the cause is the stored bytes, not our code; ``hie-edge
+        verify`` examines them). A data request's JWT id is forgotten, as for a 503: nothing
+        of the request was committed."""
+        if context is not None:
+            self._replay.forget(context.jti)
+        self.counters.integrity_failures += 1
+        log.error("peer request not served: a stored record failed verification",
+                  extra={"fields": {"step": step, "peer": request.peer.id,
+                                    **exc.log_fields()}})
+        return not_served()
 
     def _route(self, parts: list[str], query: Mapping[str, str]) -> tuple[Pattern, str | None,
                                                                           tuple[str, ...]]:
@@ -343,6 +376,16 @@ class PeerService:
             plan, audit = await self._read(work)
         except StorageError as exc:
             return self._retry_later(request, context, "read", exc)
+        except IntegrityError as exc:
+            # The whole request fails, even when the row is one entry of a page whose others
+            # verify: a Bundle silently missing a record (the allergy, the last lab result)
+            # would mislead the clinician reading it, and serving the rest with a warning
+            # tells the peer which of the patient's records we hold but cannot show.
+            # Not audited, as a read failing with a StorageError is not: nothing was
+            # disclosed, so there is no disclosure to account for, the AuditEvents would be
+            # sealed under a patient key taken from records that may be the damaged ones, and
+            # the ERROR line and the integrity_failures counter put the event on record.
+            return self._not_served(request, context, "read", exc)
         try:
             await self._commit(context, audit, now)
         except Replayed:
@@ -351,6 +394,10 @@ class PeerService:
         except StorageError as exc:
             # Not durable, so nothing is released (the Bundle is built only below).
             return self._retry_later(request, context, "audit", exc)
+        except IntegrityError as exc:
+            # The writer could not open the key that seals the AuditEvents: not durable
+            # either, so nothing is released.
+            return self._not_served(request, context, "audit", exc)
         if plan.decision is not None and not plan.decision.permitted:
             self.counters.denied += 1
             return operation_outcome(403, "forbidden",
@@ -513,6 +560,8 @@ class PeerService:
             return self._unavailable(request, "refusal audit", exc,
                                      "the request could not be answered now (storage "
                                      "unavailable); try again later")
+        except IntegrityError as exc:  # the SYSTEM key that seals it failed to unwrap
+            return self._not_served(request, None, "refusal audit", exc)
         self.counters.refused += 1
         return operation_outcome(401, "security", answer or why)
 

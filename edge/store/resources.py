@@ -147,7 +147,8 @@ def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any
 
 def _fail(row: int, aad: AAD, key_id: str | None, problem: str) -> IntegrityError:
     return IntegrityError(f"{aad.describe()} (row {row}): {problem}", table=aad.table,
-                          row_id=aad.row_id, version=aad.version, key_id=key_id)
+                          row_id=aad.row_id, version=aad.version, key_id=key_id, row=row,
+                          problem=problem)
 
 
 def _latest_versions(conn: sqlite3.Connection, idents: Collection[tuple[str, str]]
@@ -394,7 +395,8 @@ class ResourceStore:
         """Open and verify one stored row by its row number (for verification passes)."""
         rows = self._select(conn, "r.row = ?", (row,))
         if not rows:
-            raise IntegrityError(f"table {RESOURCES!r} row {row}: no such row", table=RESOURCES)
+            raise IntegrityError(f"table {RESOURCES!r} row {row}: no such row", table=RESOURCES,
+                                 row=row, problem="no such row")
         return rows[0]
 
     # -- internals --------------------------------------------------------------------

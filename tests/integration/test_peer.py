@@ -548,6 +548,41 @@ async def test_a_failed_audit_commit_is_503_in_a_worker_and_in_the_daemon(
             assert runtime.status()["unavailable"] == 1, name
 
 
+def flip_patient_byte(running: RunningDaemon) -> None:
+    """One ciphertext byte of the member's stored Patient flipped, in its database file."""
+    conn = connect(database_path(running.settings.storage.dir))
+    try:
+        row, body = conn.execute("SELECT row, body FROM resources WHERE type = 'Patient' "
+                                 "ORDER BY version DESC LIMIT 1").fetchone()
+        with conn:
+            conn.execute("UPDATE resources SET body = ? WHERE row = ?",
+                         (body[:40] + bytes([body[40] ^ 1]) + body[41:], row))
+    finally:
+        conn.close()
+
+
+async def test_a_tampered_row_is_500_in_a_worker_and_in_the_daemon(tmp_path: Path) -> None:
+    """B answers through worker processes, C in the daemon's own process: a stored Patient
+    that fails verification is a 500 OperationOutcome ``exception`` from both, not aiohttp's
+    500 with a traceback; /status counts it (the workers' counters reach the daemon)."""
+    async with consortium(tmp_path) as c:
+        for name in ("b", "c"):
+            running = c.daemons[name]
+            await ingest(running, 1)
+            flip_patient_byte(running)
+            token, url = discovery_by_a(c, name)
+            async with PeerClient(c.context("a"), timeout_s=10) as client:
+                failed = await client.get(url, token=token)
+            assert failed.status == 500, (name, failed.status)
+            assert failed.content_type == "application/fhir+json"
+            outcome = json.loads(failed.body)
+            assert [i["code"] for i in outcome["issue"]] == ["exception"], name
+            runtime = running.daemon._peer
+            assert runtime is not None
+            await runtime.refresh()
+            assert runtime.status()["integrity_failures"] == 1, name
+
+
 async def test_workers_outlive_a_killed_worker_follow_a_reload_and_stop(
         tmp_path: Path) -> None:
     """B serves through worker processes (the default). One is SIGKILLed: the others and its
