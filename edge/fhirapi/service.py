@@ -18,8 +18,10 @@ bad credentials, 404 unknown type or resource, 405 an interaction not supported,
 conditional create raced another, 412 ``If-Match`` not the current version or an
 ``If-None-Exist`` with several matches, 413 body too large, 415 not JSON, 422 business rules
 (a Patient without an identifier, a record for a Patient we do not hold, two patients in one
-transaction), 503 storage or processing trouble (the request may still be applied later: the
-inbox has it; retry with ``If-Match``/``If-None-Exist`` to stay idempotent).
+transaction), 500 a stored record failed verification (``exception``; nothing of the request
+is returned: :mod:`edge.store.resources` refuses the row), 503 storage or processing trouble
+(the request may still be applied later: the inbox has it; retry with
+``If-Match``/``If-None-Exist`` to stay idempotent).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from edge.config.model import FHIRSettings
 from edge.crypto.blind_index import parse_identifier_token
+from edge.crypto.errors import IntegrityError
 from edge.er7.header import Header
 from edge.fhirapi.auth import Authenticator, Client
 from edge.fhirapi.capability import capability_statement
@@ -152,7 +155,7 @@ class FHIRService:
         self._auth = Authenticator(settings)
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self.sources: dict[str, SourceHook] = {}
-        self.counts = {"requests": 0, "writes": 0, "errors": 0}
+        self.counts = {"requests": 0, "writes": 0, "errors": 0, "integrity_failures": 0}
         self._published = _now().isoformat(timespec="seconds")
 
     def close(self) -> None:
@@ -189,11 +192,27 @@ class FHIRService:
                 "method": request.method, "reason": exc.reason}})
             return self._json(503, operation_outcome(503, "storage unavailable; retry later"),
                               headers={"Retry-After": "5"})
+        except IntegrityError as exc:
+            return self._not_verified(request, exc)
         except Exception as exc:  # noqa: BLE001 - answered, logged by type: no PHI in messages
             self.counts["errors"] += 1
             log.error("FHIR request: internal error", extra={"fields": {
                 "method": request.method, "error": type(exc).__name__}})
             return self._json(500, operation_outcome(500, "internal error"))
+
+    def _not_verified(self, request: FHIRRequest, exc: IntegrityError) -> FHIRResponse:
+        """500 for a stored row that failed verification: the whole request fails (a search
+        page or a history without one of its records would mislead). Not "internal error":
+        the fault is the stored bytes (IntegrityError's fault is "environment"), and the
+        ERROR line says where they are (:meth:`IntegrityError.log_fields`: the row number,
+        never the logical id, which a client may have chosen), for ``hie-edge verify``. No
+        traceback: there is no bug of ours to debug."""
+        self.counts["errors"] += 1
+        self.counts["integrity_failures"] += 1
+        log.error("FHIR request not served: a stored record failed verification",
+                  extra={"fields": {"method": request.method, **exc.log_fields()}})
+        return self._json(500, operation_outcome(
+            500, "a stored record failed verification; nothing was returned"))
 
     @property
     def _mutual_tls(self) -> bool:
