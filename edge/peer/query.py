@@ -250,6 +250,14 @@ async def _ask(outcome: PeerOutcome, peer: Peer, spec: QuerySpec, *, client: Pee
     def refused(status: int) -> bool:
         if status == 200:
             return False
+        if status == 503:
+            # RFC 9110 15.6.4: the member cannot answer now, "which will likely be
+            # alleviated after some delay"; our peer API says so with an OperationOutcome
+            # "transient" and Retry-After when its storage fails (edge.peer.service
+            # unavailable()). Like a member we cannot reach: ask again later, not an error
+            # of the member's answer (nor, for the exit status, a member that answered).
+            _incomplete(outcome, "unavailable", "http-503: try again later")
+            return True
         _incomplete(outcome, "denied" if status == 403 else "refused" if status == 401
                     else "error", f"http-{status}")
         return True

@@ -1,0 +1,109 @@
+"""``hie-edge peer query`` (edge.peer.query) against a member whose peer API answers 503
+``transient`` (its storage failed): the member is reported ``unavailable`` (ask again later),
+not ``error``; a 500 (a stored row failed verification there) stays an ``error``. The member
+is a real PeerService behind the real mutual-TLS listener, asked by the real PeerClient."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from adapters.peer.client import PeerClient
+from adapters.peer.listener import PeerListener
+from adapters.peer.tls import client_context, server_context
+from edge.devca import create_ca, issue
+from edge.peer.audit_sink import LocalAuditSink
+from edge.peer.directory import Peer, cert_thumbprint
+from edge.peer.query import CheckpointRoots, Credentials, QuerySpec, query_peer
+from edge.peer.service import PeerService
+from ledger_client.checkpoint import NoteSigner
+from tests.edge.peer.support import HERE, SYSTEM, PeerEnv, grant, make_env, patient
+from tests.edge.peer.test_unavailable import RefusingWrites
+
+
+@dataclass
+class Member:
+    """The member as the asker's directory has it, and what the asker needs to ask it."""
+
+    peer: Peer
+    client: PeerClient
+    creds: Credentials
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[PeerEnv]:
+    e = make_env(tmp_path)
+    e.put([patient()])
+    await e.anchor()
+    grant(e, facilities=("there",))
+    yield e
+    e.close()
+
+
+@contextlib.asynccontextmanager
+async def member(tmp_path: Path, env: PeerEnv, service: PeerService) -> AsyncIterator[Member]:
+    """``service`` (facility ``here``) behind the real listener, and a PeerClient of the
+    asker (``there``, whose request-context key ``env`` trusts)."""
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    ca = create_ca(tls, name="t")
+    server = issue(ca, tls, "server", common_name="server")
+    client = issue(ca, tls, "there", common_name="there")
+    der = x509.load_pem_x509_certificate(client.cert.read_bytes()).public_bytes(
+        serialization.Encoding.DER)
+    listener = PeerListener("127.0.0.1", 0, server_context(cert=server.cert, key=server.key,
+                                                             ca=ca.cert),
+                            lambda cert: env.peer if cert == der else None, service.handle)
+    (bound,) = await listener.start()
+    here = Peer(HERE, f"https://{bound}",
+                NoteSigner(f"hie-edge/{HERE}", Ed25519PrivateKey.generate()).verifier,
+                None, x509.load_pem_x509_certificate(server.cert.read_bytes())
+                .subject.rfc4514_string())
+    creds = Credentials(env.peer.id, env.peer_key, cert_thumbprint(der))
+    try:
+        async with PeerClient(client_context(cert=client.cert, key=client.key, ca=ca.cert),
+                              timeout_s=10) as peer_client:
+            yield Member(here, peer_client, creds)
+    finally:
+        await listener.aclose()
+
+
+SPEC = QuerySpec(f"{SYSTEM}|MRN1", "TREAT", "dr-x", "physician")
+
+
+async def test_a_member_answering_503_is_unavailable(tmp_path: Path, env: PeerEnv) -> None:
+    service = PeerService(facility=HERE, settings=env.service.settings, db_path=env.db,
+                          keys=env.store.keys,
+                          audit=LocalAuditSink(RefusingWrites(env.committer), env.store))
+    try:
+        async with member(tmp_path, env, service) as m:
+            outcome = await query_peer(m.peer, SPEC, client=m.client, creds=m.creds,
+                                       roots=CheckpointRoots())
+    finally:
+        service.close()
+    assert service.counters.unavailable == 1  # it did answer 503 transient
+    assert (outcome.status, outcome.detail) == ("unavailable", "http-503: try again later")
+    assert (outcome.found, outcome.verified, outcome.records) == (0, 0, [])
+
+
+async def test_a_member_answering_500_is_an_error(tmp_path: Path, env: PeerEnv) -> None:
+    conn = env.connect()
+    try:
+        (body,) = conn.execute("SELECT body FROM resources WHERE id = 'pat-1'").fetchone()
+        with conn:
+            conn.execute("UPDATE resources SET body = ? WHERE id = 'pat-1'",
+                         (body[:40] + bytes([body[40] ^ 1]) + body[41:],))
+    finally:
+        conn.close()
+    async with member(tmp_path, env, env.service) as m:
+        outcome = await query_peer(m.peer, SPEC, client=m.client, creds=m.creds,
+                                   roots=CheckpointRoots())
+    assert env.service.counters.integrity_failures == 1
+    assert (outcome.status, outcome.detail) == ("error", "http-500")
