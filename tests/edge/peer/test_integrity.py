@@ -225,3 +225,70 @@ async def test_a_forged_identifier_index_row_is_a_500(
     assert_not_served(answer)
     fields = one_error_line(caplog, env, target, "Patient", 1, keyed=False)
     assert "identifier index" in fields["problem"]
+
+
+def alter_key(env: PeerEnv, where: str) -> str:
+    """The ``data_keys`` row ``where`` selects altered so that it no longer unwraps."""
+    conn = env.connect()
+    try:
+        key_id, wrapped = conn.execute(
+            f"SELECT key_id, wrapped FROM data_keys WHERE {where}").fetchone()
+        with conn:
+            conn.execute("UPDATE data_keys SET wrapped = ? WHERE key_id = ?",
+                         (wrapped[:-1] + bytes([wrapped[-1] ^ 1]), key_id))
+        return str(key_id)
+    finally:
+        conn.close()
+
+
+def fresh_writer(env: PeerEnv) -> PeerService:
+    """A service reading with ``env``'s keys (opened already) whose audit writes go through
+    a store with keys of its own, none opened yet: the writer meets the altered key."""
+    kek = env.db.parent / "kek"
+    keys = StoreKeys(lambda: load_keyring(kek))
+    return PeerService(facility=HERE, settings=env.service.settings, db_path=env.db,
+                       keys=env.store.keys,
+                       audit=LocalAuditSink(env.committer, ResourceStore(keys)))
+
+
+def writer_error_line(caplog: pytest.LogCaptureFixture, step: str, key_id: str) -> None:
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [(r.name, r.exc_info) for r in errors] == [("edge.peer.service", None)]
+    fields: dict[str, Any] = getattr(errors[0], "fields", {})
+    assert (fields["step"], fields["key_id"]) == (step, key_id)
+    logged = caplog.text + repr([getattr(r, "fields", None) for r in caplog.records])
+    assert "Traceback" not in logged and not any(p in logged for p in PHI)
+
+
+async def test_a_key_the_audit_writer_cannot_unwrap_is_a_500(
+        env: PeerEnv, caplog: pytest.LogCaptureFixture) -> None:
+    """The records verify (their key was opened before it was altered), the AuditEvents
+    cannot be sealed: not durable, so nothing is released."""
+    key_id = alter_key(env, "key_id = (SELECT key_id FROM resources WHERE id = 'pat-1')")
+    before = audit_rows(env)
+    service = fresh_writer(env)
+    try:
+        with caplog.at_level(logging.INFO):
+            answer = await env.get(EVERYTHING, service=service)
+        assert_not_served(answer)
+        writer_error_line(caplog, "audit", key_id)
+        assert (service.counters.integrity_failures, service.counters.permitted) == (1, 0)
+    finally:
+        service.close()
+    assert audit_rows(env) == before
+
+
+async def test_a_system_key_the_refusal_audit_cannot_unwrap_is_a_500(
+        env: PeerEnv, caplog: pytest.LogCaptureFixture) -> None:
+    assert (await env.get(EVERYTHING, token=env.token(audience="elsewhere"))).status == 401
+    key_id = alter_key(env, "purpose = 'system'")  # made by that refusal's audit
+    service = fresh_writer(env)
+    try:
+        with caplog.at_level(logging.INFO):
+            answer = await env.get(EVERYTHING, token=env.token(audience="elsewhere"),
+                                   service=service)
+        assert_not_served(answer)
+        writer_error_line(caplog, "refusal audit", key_id)
+        assert (service.counters.integrity_failures, service.counters.refused) == (1, 0)
+    finally:
+        service.close()
