@@ -202,7 +202,7 @@ class PeerService:
     """Answers peer requests for our facility ``facility``."""
 
     def __init__(self, *, facility: str, settings: PeerSettings, db_path: Path,
-                 keys: StoreKeys, audit: AuditSink,
+                 keys: StoreKeys, audit: AuditSink, read_threads: int = READ_THREADS,
                  clock: Callable[[], datetime] = _utc_now) -> None:
         self.facility = facility
         self.settings = settings
@@ -211,10 +211,17 @@ class PeerService:
         self._audit_sink = audit
         self._clock = clock
         self._replay = ReplayCache(lambda: self._clock().timestamp())
-        # Reads run on a small pool of their own: the Python part of a read holds the GIL,
+        # In the daemon's own process reads run on a small pool of their own, off the event
+        # loop that also acknowledges HL7 messages: the Python part of a read holds the GIL,
         # so more threads than cores only add GIL hand-offs; two let one thread run Python
-        # while the other waits on SQLite (which releases the GIL).
-        self._pool = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="peer-read")
+        # while the other waits on SQLite (which releases the GIL). A worker process serves
+        # nothing else and reads on its event loop (``read_threads=0``): its reads are short
+        # (rows and entries are cached, the pages are hot), and handing each to a thread
+        # cost more than the read: in a worker, ThreadPoolExecutor.submit and the future's
+        # hand-back were ~15% of the samples holding the GIL, and reading on the loop took
+        # bench/peer.py at 4 clients from 209-266 to 281-328 lookups/s (3 runs each).
+        self._pool = (ThreadPoolExecutor(max_workers=read_threads, thread_name_prefix="peer-read")
+                      if read_threads else None)
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all_readers: list[sqlite3.Connection] = []
         self.counters = PeerCounters()
@@ -226,7 +233,8 @@ class PeerService:
         self.settings = settings
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         for conn in self._all_readers:
             conn.close()
         self._all_readers.clear()
@@ -251,7 +259,10 @@ class PeerService:
             self._readers.put(conn)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        """``fn``'s result, in one snapshot on a reader thread. Raises StorageError."""
+        """``fn``'s result, in one snapshot (on a reader thread when there is a pool).
+        Raises StorageError."""
+        if self._pool is None:
+            return self._with_reader(fn)
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._with_reader,
                                                                 fn)
 

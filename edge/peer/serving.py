@@ -15,7 +15,7 @@ from adapters.peer.tls import server_context
 from edge.config.model import PeerSettings, Settings
 from edge.peer.audit_sink import AuditSink
 from edge.peer.directory import Peer, PeerDirectory
-from edge.peer.service import PeerService
+from edge.peer.service import READ_THREADS, PeerService
 from edge.storage.database import database_path
 from edge.store.keys import StoreKeys
 
@@ -31,13 +31,13 @@ class PeerServer:
     configured bind address. Durable writes go to ``audit``."""
 
     def __init__(self, settings: Settings, keys: StoreKeys, audit: AuditSink, *,
-                 sock: socket.socket | None = None) -> None:
+                 sock: socket.socket | None = None, read_threads: int = READ_THREADS) -> None:
         peer = settings.peer
         assert peer is not None
         self.directory = PeerDirectory.from_settings(peer.peers)
         self.service = PeerService(facility=settings.facility.id, settings=peer,
                                    db_path=database_path(settings.storage.dir), keys=keys,
-                                   audit=audit)
+                                   audit=audit, read_threads=read_threads)
         self.listener = PeerListener(peer.bind.host, peer.bind.port, tls_context(peer),
                                      self._identify, self.service.handle, sock=sock)
 

@@ -99,7 +99,7 @@ class _Worker:
         self._reader, self._writer = reader, writer
         self.sink = RemoteAuditSink(writer)
         keys = StoreKeys(lambda: load_keyring(settings.keys.kek_file))
-        self.server = PeerServer(settings, keys, self.sink, sock=listen)
+        self.server = PeerServer(settings, keys, self.sink, sock=listen, read_threads=0)
         self._stop = asyncio.Event()
         self._sent: dict[str, int] = {}
 
