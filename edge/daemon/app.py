@@ -178,9 +178,11 @@ class Daemon:
 
         assert self.settings.fhir is not None and self._committer is not None
         assert self._inbox is not None and self._processor is not None
-        assert self._keys is not None
+        assert self._keys is not None and self._ledger is not None
         self._fhir = FHIRRuntime(self.settings.fhir, database_path(self.settings.storage.dir),
-                                 self._committer, self._inbox, self._processor, self._keys)
+                                 self._committer, self._inbox, self._processor, self._keys,
+                                 facility=self.settings.facility.id,
+                                 on_appended=self._ledger.anchorer.notify)
         self._bound["fhir"] = await self._fhir.start()
         for name, coroutine in self._fhir.background():
             self._background.append(asyncio.create_task(coroutine, name=name))

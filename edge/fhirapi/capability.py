@@ -14,6 +14,8 @@ _COMMON_DOCS = {"_id": ("token", "logical id (index lookup)"),
                 "identifier": ("token", "SYSTEM|VALUE only (blind index lookup)"),
                 "_lastUpdated": ("date", "eq ne gt lt ge le")}
 _INTERACTIONS = ("read", "vread", "update", "history-instance", "create", "search-type")
+# R4 AuditEvent.patient (search parameter registry), for the listing's definition.
+_AUDIT_PATIENT = "http://hl7.org/fhir/SearchParameter/AuditEvent-patient"
 
 
 def capability_statement(base_url: str, *, mutual_tls: bool, bearer: bool,
@@ -36,6 +38,7 @@ def capability_statement(base_url: str, *, mutual_tls: bool, bearer: bool,
             "conditionalDelete": "not-supported",
             "searchParam": params,
         })
+    resources.append(_audit_event())
     services = []
     if mutual_tls:
         services.append({"text": "mutual TLS"})
@@ -61,4 +64,26 @@ def capability_statement(base_url: str, *, mutual_tls: bool, bearer: bool,
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
         }],
+    }
+
+
+def _audit_event() -> dict[str, Any]:
+    """AuditEvent: search by ``patient`` only, the patient's accounting of disclosures (issue
+    8); nothing is written or read by id through the API (events are the server's own)."""
+    params = [{"name": d.name, "definition": _AUDIT_PATIENT, "type": d.kind,
+               "documentation": d.doc} for d in SEARCH_PARAMS["AuditEvent"]]
+    return {
+        "type": "AuditEvent",
+        "documentation": "The patient's accounting of disclosures: every peer access, consent "
+                         "decision and local administrative access, oldest first (_sort=date). "
+                         "patient is required; each read is itself audited.",
+        "interaction": [{"code": "search-type"}],
+        "versioning": "versioned",
+        "readHistory": False,
+        "updateCreate": False,
+        "conditionalCreate": False,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+        "searchParam": params,
     }

@@ -3,7 +3,7 @@ before READY, reported in /status, closed on shutdown."""
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from adapters.fhir.server import FHIRServer
 from adapters.tls import client_context
 from edge.config import ConfigError
 from edge.config.model import FHIRSettings, FHIRSourceSettings
+from edge.fhirapi.accounting import AccountingAudit
 from edge.fhirapi.poller import Checkpoints, SourcePoller
 from edge.fhirapi.service import FHIRService
 from edge.inbox.store import InboxStore
@@ -23,10 +24,15 @@ from edge.store.resources import ResourceStore
 
 class FHIRRuntime:
     def __init__(self, settings: FHIRSettings, db_path: Path, committer: GroupCommitter,
-                 inbox: InboxStore, processor: Processor, keys: StoreKeys) -> None:
+                 inbox: InboxStore, processor: Processor, keys: StoreKeys, *, facility: str,
+                 on_appended: Callable[[int], None] = lambda size: None) -> None:
+        """``facility``: our id (the audit events' observer); ``on_appended``: the
+        anchorer's wake-up, told the log's size after an audit event is appended."""
         self.settings = settings
+        store = ResourceStore(keys)
+        accounting = AccountingAudit(committer, store, facility=facility, on_appended=on_appended)
         self.service = FHIRService(settings, db_path=db_path, inbox=inbox,
-                                   processor=processor, store=ResourceStore(keys))
+                                   processor=processor, store=store, accounting=accounting)
         self.server = FHIRServer(settings, self.service.handle)
         checkpoints = Checkpoints(db_path, committer)
         self.pollers = [SourcePoller(source, _client(source), self.service.ingest_upstream,

@@ -6,7 +6,11 @@ a Patient), ``_lastUpdated`` and ``date`` (prefixes ``eq ne gt lt ge le``), ``co
 ``category``, ``status`` (tokens: ``code``, ``system|code``, ``|code``, ``system|``; a comma is
 OR, a repeated parameter is AND), plus ``_count``, ``_sort=_lastUpdated`` and the paging
 cursor. Anything else is refused with 400 rather than ignored: a silently dropped filter would
-return more records than asked for.
+return more records than asked for (R4 3.1.1.4 allows either; there is no lenient mode, so
+``Prefer: handling=lenient`` changes nothing).
+
+AuditEvent takes ``patient`` only (and the result parameters; ``_sort=date``): the patient's
+accounting of disclosures (:mod:`edge.fhirapi.accounting`).
 
 Costs (docs/fhir.md): ``identifier``, ``patient`` and ``_id`` are index lookups; ``code``,
 ``date``, ``category`` and ``status`` match on decrypted records, so they filter the records
@@ -24,7 +28,7 @@ from typing import Any, Final, Literal
 
 from edge.fhirapi.outcome import FHIRAPIError
 
-__all__ = ["SEARCH_PARAMS", "DateRange", "ParsedSearch", "Token", "parse_search"]
+__all__ = ["SEARCH_PARAMS", "WITHOUT_COMMON", "DateRange", "ParsedSearch", "Token", "parse_search"]
 
 Kind = Literal["token", "date", "reference"]
 
@@ -75,8 +79,21 @@ SEARCH_PARAMS: Final[dict[str, tuple[ParamDef, ...]]] = {
     "ServiceRequest": (*_SUBJECT, _CODE, _CATEGORY, _STATUS),
     "Specimen": (_p("patient", "reference", "subject"), _p("subject", "reference", "subject"),
                  _STATUS),
+    # The patient's accounting of disclosures (issue 8), served from the audit trail
+    # (edge.peer.audit), not from the store's search. R4 AuditEvent ``patient`` is
+    # ``agent.who.where(resolve() is Patient) | entity.what.where(resolve() is Patient)``;
+    # every event naming the patient is sealed under the patient's key, so the lookup is
+    # by that key (the blind index), as for the other types' ``patient``.
+    "AuditEvent": (_p("patient", "reference", "agent", "entity",
+                      doc="the Patient, required (index lookup); reading is audited"),),
 }
 COMMON: Final = ("_id", "identifier", "_lastUpdated")
+# Types that take none of COMMON: the accounting is one patient's trail, nothing else.
+WITHOUT_COMMON: Final = frozenset({"AuditEvent"})
+# The one order each type's results come in (``_sort`` may name it, ascending): the
+# accounting is in ``recorded`` order (the ``date`` parameter of AuditEvent), the rest in
+# ``meta.lastUpdated`` order.
+SORT_ORDER: Final = {"AuditEvent": "date"}
 RESULT_PARAMS: Final = ("_count", "_sort", "_cursor", "_format", "_pretty")
 _PREFIXES: Final = ("eq", "ne", "gt", "lt", "ge", "le")
 _DATE: Final = re.compile(
@@ -281,6 +298,8 @@ def parse_search(rtype: str, query: Sequence[tuple[str, str]], *, default_count:
                  max_count: int) -> ParsedSearch:
     """Parse ``query`` for a search of ``rtype``; raises 400 naming the parameter at fault."""
     defs = {d.name: d for d in SEARCH_PARAMS.get(rtype, ())}
+    common = () if rtype in WITHOUT_COMMON else COMMON
+    order = SORT_ORDER.get(rtype, "_lastUpdated")
     count = default_count
     out: dict[str, Any] = {"ids": None, "identifier": None, "patient": None}
     last_updated: list[DateCondition] = []
@@ -300,14 +319,17 @@ def parse_search(rtype: str, query: Sequence[tuple[str, str]], *, default_count:
                 raise FHIRAPIError(400, name, "not a non-negative integer")
             count = min(int(value), max_count)
         elif base == "_sort":
-            if value != "_lastUpdated":
-                raise FHIRAPIError(400, name, "only _lastUpdated (ascending) is supported")
+            if value != order:
+                raise FHIRAPIError(400, name, f"only {order} (ascending) is supported")
         elif base == "_cursor":
             cursor = Cursor.decode(value)
         elif base in ("_format", "_pretty"):
             if base == "_format" and value not in ("json", "application/fhir+json",
                                                    "application/json"):
                 raise FHIRAPIError(406, name, "only JSON is served")
+        elif base in COMMON and base not in common:
+            raise FHIRAPIError(400, name, f"not a search parameter this server supports for "
+                               f"{rtype} (see /metadata)")
         elif base == "_id":
             out["ids"] = tuple(_unescape(v) for v in _split_unescaped(value, ","))
         elif base == "identifier":

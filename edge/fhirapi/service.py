@@ -12,6 +12,9 @@ transaction), and answered from what was stored. A transaction is one row and on
 transaction: any entry failing stores nothing. A batch is split into one row per entry.
 
 Reads (read, vread, history, search) open the store through read-only connections in threads.
+``GET /AuditEvent?patient=`` is the patient's accounting of disclosures, audited as it is read
+(:mod:`.accounting`): its audit record is the API's one write outside the inbox, committed
+through the group committer like every write.
 
 Status codes (R4 3.1.0): 400 unreadable or invalid content (naming the FHIR path), 401 no or
 bad credentials, 404 unknown type or resource, 405 an interaction not supported, 409 a
@@ -41,9 +44,9 @@ from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 from edge.config.model import FHIRSettings
-from edge.crypto.blind_index import parse_identifier_token
 from edge.crypto.errors import IntegrityError
 from edge.er7.header import Header
+from edge.fhirapi.accounting import AccountingAudit, page_cursor, patient_key, read_trail
 from edge.fhirapi.auth import Authenticator, Client
 from edge.fhirapi.capability import capability_statement
 from edge.fhirapi.outcome import FHIRAPIError, operation_outcome
@@ -61,7 +64,6 @@ from edge.normalize.fhir_json import (
 from edge.processing.processor import Processed, Processor
 from edge.storage.database import connect
 from edge.storage.errors import StorageError
-from edge.store.keys import PatientRef
 from edge.store.resources import BASE_COLUMNS, CURRENT_ONLY, ResourceStore, ResourceVersion
 from edge.store.schema import DATA_KEYS, RESOURCES
 
@@ -143,13 +145,15 @@ class FHIRService:
     the notification endpoint)."""
 
     def __init__(self, settings: FHIRSettings, *, db_path: Path, inbox: InboxStore,
-                 processor: Processor, store: ResourceStore, clock: Clock = _now,
+                 processor: Processor, store: ResourceStore, accounting: AccountingAudit,
+                 clock: Clock = _now,
                  new_id: Callable[[], str] = lambda: str(uuid.uuid4())) -> None:
         self.settings = settings
         self._db_path = db_path
         self._inbox = inbox
         self._processor = processor
         self._store = store
+        self._accounting = accounting
         self._clock = clock
         self._new_id = new_id
         self._auth = Authenticator(settings)
@@ -230,6 +234,8 @@ class FHIRService:
                 raise FHIRAPIError(405, "", "only POST of a transaction or batch Bundle here")
             return await self._bundle(request, client)
         rtype = parts[0]
+        if rtype == "AuditEvent":
+            return await self._audit_events(request, parts, client)
         if rtype not in SUPPORTED_TYPES:
             raise FHIRAPIError(404, "", "resource type not supported (see /metadata)")
         if len(parts) == 1 and method == "GET":
@@ -305,35 +311,49 @@ class FHIRService:
         search = parse_search(rtype, query, default_count=self.settings.default_count,
                               max_count=self.settings.max_count)
         page, more, total = await self._on_reader(lambda c: self._run_search(c, search))
-        base = request.base_url
-        self_url = f"{base}/{rtype}?{urlencode(search.params)}"
-        links = [{"relation": "self", "url": self_url}]
-        if more and page:
-            cursor = Cursor(page[-1].last_updated, page[-1].row).encode()
-            links.append({"relation": "next", "url": f"{base}/{rtype}?" + urlencode(
-                [*search.params, ("_cursor", cursor)])})
-        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
-        if total is not None:
-            bundle["total"] = total
-        bundle["link"] = links
-        bundle["entry"] = [{"fullUrl": f"{base}/{item.type}/{item.id}", "resource": item.resource,
-                            "search": {"mode": "match"}} for item in page]
-        if not bundle["entry"]:
-            del bundle["entry"]
-        return self._json(200, bundle)
+        cursor = Cursor(page[-1].last_updated, page[-1].row) if more and page else None
+        return self._json(200, _searchset(request.base_url, search, page, cursor, total))
+
+    async def _audit_events(self, request: FHIRRequest, parts: list[str],
+                            client: Client) -> FHIRResponse:
+        """AuditEvent: search only (the accounting of disclosures; see :mod:`.accounting`)."""
+        if len(parts) == 1 and request.method == "GET":
+            return await self._accounting_search(request, request.query, client)
+        if parts[1:] == ["_search"] and request.method == "POST":
+            form = tuple(parse_qsl(request.body.decode("utf-8", "replace"),
+                                   keep_blank_values=True))
+            return await self._accounting_search(request, request.query + form, client)
+        raise FHIRAPIError(405, "", "AuditEvent: only search, with patient (see /metadata)")
+
+    async def _accounting_search(self, request: FHIRRequest, query: Sequence[tuple[str, str]],
+                                 client: Client) -> FHIRResponse:
+        search = parse_search("AuditEvent", query, default_count=self.settings.default_count,
+                              max_count=self.settings.max_count)
+        patient_id = search.patient
+        if patient_id is None:
+            # Not an unfiltered dump of every audit record: the accounting is per patient.
+            raise FHIRAPIError(400, "patient", "required: the accounting is read per patient")
+        trail = await self._on_reader(lambda c: read_trail(c, self._store, patient_id))
+        page = trail.page(search.count, search.cursor)
+        if trail.ref is not None:
+            # Durable before anything is released (a failed commit is 503, nothing returned).
+            await self._accounting.record(trail, client, f"AuditEvent?{urlencode(query)}",
+                                          released=len(page.events))
+        cursor = page_cursor(page.events[-1]) if page.more and page.events else None
+        return self._json(200, _searchset(request.base_url, search, page.events, cursor,
+                                          page.total))
 
     def _run_search(self, conn: sqlite3.Connection, search: ParsedSearch,
                     ) -> tuple[list[ResourceVersion], bool, int | None]:
         """(page, whether more follow, total when known) in (lastUpdated, row) order."""
-        patient_key: str | None = None
+        key_token: str | None = None
         candidates: list[ResourceVersion] | None = None
         if search.patient is not None:
-            patient = self._store.read(conn, "Patient", search.patient)
-            patient_key = patient_key_of(patient.resource) if patient else None
-            if patient_key is None:
+            resolved = patient_key(conn, self._store, search.patient)
+            if resolved is None:
                 return [], False, 0
-            candidates = self._store.search(
-                conn, patient=PatientRef(*parse_identifier_token(patient_key)), type=search.type)
+            key_token, ref = resolved
+            candidates = self._store.search(conn, patient=ref, type=search.type)
         if search.identifier is not None:
             found = self._store.search(conn, identifier=search.identifier, type=search.type)
             candidates = found if candidates is None else [
@@ -344,7 +364,7 @@ class FHIRService:
                 c for c in candidates if c.row in {f.row for f in found}]
         if candidates is not None:
             matched = sorted((c for c in candidates
-                              if search.matches(c.resource, c.last_updated, patient_key)),
+                              if search.matches(c.resource, c.last_updated, key_token)),
                              key=lambda c: (c.last_updated, c.row))
             total = len(matched)
             if search.cursor is not None:
@@ -668,6 +688,26 @@ class FHIRService:
     def _json(status: int, body: dict[str, Any], *,
               headers: Mapping[str, str] | None = None) -> FHIRResponse:
         return FHIRResponse(status, body, dict(headers or {}))
+
+
+def _searchset(base: str, search: ParsedSearch, page: Sequence[ResourceVersion],
+               cursor: Cursor | None, total: int | None) -> dict[str, Any]:
+    """A searchset Bundle (R4 3.1.1.2): self link, a next link from ``cursor`` (the last
+    result's position) when more follow, ``total`` when known."""
+    rtype = search.type
+    links = [{"relation": "self", "url": f"{base}/{rtype}?{urlencode(search.params)}"}]
+    if cursor is not None:
+        links.append({"relation": "next", "url": f"{base}/{rtype}?" + urlencode(
+            [*search.params, ("_cursor", cursor.encode())])})
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = links
+    if page:
+        bundle["entry"] = [{"fullUrl": f"{base}/{item.type}/{item.id}",
+                            "resource": item.resource, "search": {"mode": "match"}}
+                           for item in page]
+    return bundle
 
 
 def _instant_bounds(prefix: str, rng: Any) -> tuple[str | None, str | None]:

@@ -24,7 +24,7 @@ from edge.peer.codes import ACT_REASON, FACILITY_SYSTEM, PRACTITIONER_SYSTEM
 from edge.store.keys import PatientRef
 from edge.store.ledgered import put_ledgered
 from edge.store.prepared import PreparedRecord, prepare_record
-from edge.store.resources import ResourceStore, StoredVersion, fhir_instant
+from edge.store.resources import ResourceStore, ResourceVersion, StoredVersion, fhir_instant
 
 Pattern = Literal["patient-query", "patient-read", "operation", "disclosure",
                   "consent-decision", "consent-change", "admin-read", "refused"]
@@ -186,13 +186,25 @@ def prepare_audit(events: list[dict[str, Any]]) -> list[PreparedRecord]:
     return [prepare_record(event) for event in events]
 
 
+def trail_position(version: ResourceVersion) -> tuple[str, int]:
+    """Where an AuditEvent stands in the accounting: ``(recorded, row)``. Events of one
+    request share ``recorded``; the row order is the order they were written."""
+    return str(version.resource.get("recorded", "")), version.row
+
+
+def audit_versions(conn: sqlite3.Connection, store: ResourceStore,
+                   patient: PatientRef) -> list[ResourceVersion]:
+    """:func:`audit_trail` with the stored versions (their rows: a position to page from,
+    :func:`trail_position`)."""
+    versions = store.search(conn, patient=patient, type="AuditEvent")
+    versions.sort(key=trail_position)
+    return versions
+
+
 def audit_trail(conn: sqlite3.Connection, store: ResourceStore,
                 patient: PatientRef) -> list[dict[str, Any]]:
     """Every AuditEvent about ``patient``, oldest first (the accounting of disclosures)."""
-    versions = store.search(conn, patient=patient, type="AuditEvent")
-    # Events of one request share ``recorded``; the row order is the order they were written.
-    versions.sort(key=lambda v: (str(v.resource.get("recorded", "")), v.row))
-    return [v.resource for v in versions]
+    return [v.resource for v in audit_versions(conn, store, patient)]
 
 
 def summarize(event: Mapping[str, Any]) -> dict[str, Any]:

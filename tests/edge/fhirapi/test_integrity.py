@@ -18,9 +18,11 @@ import pytest
 
 from adapters.fhir.server import FHIRServer
 from edge.config.model import FHIRSettings
+from edge.fhirapi.accounting import AccountingAudit
 from edge.fhirapi.service import FHIRService
 from edge.inbox.store import InboxStore
 from edge.processing.processor import Processor
+from edge.storage.group_commit import GroupCommitter
 from edge.store.resources import ResourceStore
 from tests.edge.store.store_support import (
     make_env,
@@ -75,9 +77,14 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         conn.close()
     settings = FHIRSettings.model_validate({"bind": "127.0.0.1:0",
                                             "allow_anonymous_loopback": True})
+    # Reads of records write nothing, not even an audit event (only reading the accounting
+    # of disclosures is audited: tests/edge/fhirapi/test_accounting.py).
+    accounting = AccountingAudit(cast(GroupCommitter, _NoWrites()), store,
+                                 facility="test-facility")
     service = FHIRService(settings, db_path=env.db_path,
                           inbox=cast(InboxStore, _NoWrites()),
-                          processor=cast(Processor, _NoWrites()), store=store)
+                          processor=cast(Processor, _NoWrites()), store=store,
+                          accounting=accounting)
     server = FHIRServer(settings, service.handle)
     (bound,) = await server.start()
     try:
