@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from cryptography import x509
@@ -41,6 +42,7 @@ from edge.cli.peer import add_parser as add_peer_parser
 from edge.cli.peer import run_peer
 from edge.config import Settings, load_config
 from edge.devca import IssuedCert, create_ca, issue
+from edge.peer.audit import summarize
 from edge.peer.context import issue_context
 from edge.peer.directory import Peer, PeerDirectory, cert_thumbprint
 from edge.peer.patients import by_identifier, patient_ref_of
@@ -290,6 +292,20 @@ async def audit_of(running: RunningDaemon) -> list[dict[str, Any]]:
     return result
 
 
+async def accounting_via_fhir(running: RunningDaemon) -> list[dict[str, Any]]:
+    """The patient's AuditEvents from the daemon's local FHIR API (anonymous on loopback)."""
+    base = f"http://{running.daemon.bound['fhir'][0]}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/Patient", params={"identifier": PATIENT}) as resp:
+            (entry,) = (await resp.json(content_type=None))["entry"]
+        async with http.get(f"{base}/AuditEvent", params={
+                "patient": f"Patient/{entry['resource']['id']}", "_count": "500"}) as resp:
+            assert resp.status == 200
+            bundle = await resp.json(content_type=None)
+    assert not any(link["relation"] == "next" for link in bundle["link"])
+    return [e["resource"] for e in bundle.get("entry", [])]
+
+
 def asker(settings: Settings, cert: Path, peers: list[str]) -> tuple[list[Peer], Credentials]:
     """Facility "a" asking ``peers``: the members chosen from its directory and its request
     credentials (what ``hie-edge peer query`` builds from the same settings)."""
@@ -414,6 +430,14 @@ async def test_consent_grant_revoke_and_sensitive_labels(tmp_path: Path) -> None
         assert all(e["facility"] == "a" and e["purpose"] == "TREAT" for e in disclosures)
         assert not any(e["break_glass"] for e in trail)
         assert "JONES" not in json.dumps(trail)
+
+        # The same accounting from B's local FHIR API (the portal's view): the CLI's listing,
+        # then the CLI's own read of it.
+        events = await accounting_via_fhir(b)
+        assert [e["id"] for e in events[:-1]] == [e["id"] for e in trail]
+        assert [summarize(e)["event"] for e in events[-1:]] == ["admin-read"]
+        assert sum(summarize(e)["event"] == "disclosure" and summarize(e)["facility"] == "a"
+                   for e in events) == 4
 
 
 async def test_break_glass_is_granted_audited_and_notified(tmp_path: Path) -> None:
