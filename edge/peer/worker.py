@@ -28,6 +28,7 @@ from typing import Any
 
 from edge.config.model import Settings
 from edge.crypto.keys import load_keyring
+from edge.heap import freeze_startup_heap
 from edge.logs import configure as configure_logging
 from edge.peer.audit_batch import AuditWrite, Replayed
 from edge.peer.channel import receive, send
@@ -137,6 +138,7 @@ class _Worker:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         await self.server.listener.start()
+        freeze_startup_heap()
         send(self._writer, "ready")
         listening = asyncio.create_task(self._listen())
         reporting = asyncio.create_task(self._report())
