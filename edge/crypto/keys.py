@@ -61,7 +61,6 @@ import os
 import secrets
 import stat
 import struct
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -71,11 +70,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edge.crypto.errors import CryptoError, IntegrityError, KeyFileError, UnknownKeyError
+from edge.uuid7 import uuid7
 
 KEK_LEN = 32
 DATA_KEY_LEN = 32
 KEY_ID_LEN = 16  # bytes; 32 hex digits
-_KEY_ID_RANDOM = 10  # of them random; the rest a timestamp (DataKey.generate)
 KEK_ID_LEN = 8  # bytes; 16 hex digits
 NONCE_LEN = 12
 
@@ -161,18 +160,10 @@ class DataKey:
 
     @classmethod
     def generate(cls, purpose: KeyPurpose, owner: str) -> DataKey:
-        """A new random key with a new key id: the creation time in milliseconds (6 bytes,
-        big-endian, the layout of RFC 9562's UUIDv7) and 80 random bits.
-
-        Time-ordered ids make each new key's entry in ``data_keys``' primary-key index an
-        append at its right edge instead of a write at a random page: a patient's first
-        message dirties one index page fewer (measured: ~8 of ~150 WAL frames per
-        transaction of ten new patients). The time they show is no secret the database does
-        not already keep beside them (``data_keys.created_at``)."""
-        raw = os.urandom(_KEY_ID_RANDOM + DATA_KEY_LEN)  # one read of the OS CSPRNG for both
-        millis = time.time_ns() // 1_000_000
-        key_id = millis.to_bytes(KEY_ID_LEN - _KEY_ID_RANDOM, "big") + raw[:_KEY_ID_RANDOM]
-        return cls(key_id.hex(), purpose, owner, raw[_KEY_ID_RANDOM:])
+        """A new random key with a new time-ordered key id (a version 7 UUID's 16 bytes:
+        :mod:`edge.uuid7` says why; here it makes a new key's entry in ``data_keys``'
+        primary-key index an append instead of a write at a random page)."""
+        return cls(uuid7().hex, purpose, owner, os.urandom(DATA_KEY_LEN))
 
     def __repr__(self) -> str:
         return f"DataKey(key_id={self.key_id!r}, purpose={self.purpose.value!r})"

@@ -34,7 +34,6 @@ import json
 import logging
 import queue
 import sqlite3
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -66,6 +65,7 @@ from edge.storage.database import connect
 from edge.storage.errors import StorageError
 from edge.store.resources import BASE_COLUMNS, CURRENT_ONLY, ResourceStore, ResourceVersion
 from edge.store.schema import DATA_KEYS, RESOURCES
+from edge.uuid7 import uuid7
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class FHIRService:
     def __init__(self, settings: FHIRSettings, *, db_path: Path, inbox: InboxStore,
                  processor: Processor, store: ResourceStore, accounting: AccountingAudit,
                  clock: Clock = _now,
-                 new_id: Callable[[], str] = lambda: str(uuid.uuid4())) -> None:
+                 new_id: Callable[[], str] = lambda: str(uuid7())) -> None:
         self.settings = settings
         self._db_path = db_path
         self._inbox = inbox

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import sqlite3
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +24,7 @@ from edge.store.keys import PatientRef
 from edge.store.ledgered import put_ledgered
 from edge.store.prepared import PreparedRecord, prepare_record
 from edge.store.resources import ResourceStore, ResourceVersion, StoredVersion, fhir_instant
+from edge.uuid7 import uuid7
 
 Pattern = Literal["patient-query", "patient-read", "operation", "disclosure",
                   "consent-decision", "consent-change", "admin-read", "refused"]
@@ -146,7 +146,7 @@ def build_audit_event(record: AuditRecord, *, facility: str,
                   "role": {"system": _OBJECT_ROLE, "code": "13"}} for cid in record.consent_ids]
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
-        "id": event_id or str(uuid.uuid4()),
+        "id": event_id or str(uuid7()),
         "type": {"system": type_system, "code": type_code},
         "action": action,
         "recorded": fhir_instant(record.recorded),

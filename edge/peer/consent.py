@@ -16,7 +16,6 @@ with an AuditEvent in the same transaction.
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -38,6 +37,7 @@ from edge.peer.patients import by_ref
 from edge.store.keys import PatientRef
 from edge.store.ledgered import put_ledgered
 from edge.store.resources import ResourceStore, fhir_instant
+from edge.uuid7 import uuid7
 
 _SCOPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
                       "code": "patient-privacy"}]}
@@ -103,7 +103,7 @@ def build_consent(spec: ConsentSpec, *, patient_id: str, now: datetime,
         provision["securityLabel"] = [_label_coding(label) for label in spec.labels]
     return {
         "resourceType": "Consent",
-        "id": consent_id or str(uuid.uuid4()),
+        "id": consent_id or str(uuid7()),
         "status": "active",
         "scope": _SCOPE,
         "category": _CATEGORY,

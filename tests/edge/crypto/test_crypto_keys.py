@@ -420,12 +420,12 @@ def test_unrelated_files_in_keys_dir_are_ignored(kek_file: Path) -> None:
 
 def test_new_key_ids_sort_in_creation_order_and_stay_unique(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    # The id starts with the creation time (ms), so a new key's primary-key entry is an append;
-    # keys made within the same millisecond still differ in their 80 random bits.
+    # The id is a version 7 UUID: it starts with the creation time (ms), so a new key's
+    # primary-key entry is an append; keys made within one millisecond still differ.
     clock = iter([1_700_000_000_000_000_000 + n * 1_000_000 for n in (0, 0, 1, 250, 99_999)])
-    monkeypatch.setattr("edge.crypto.keys.time.time_ns", lambda: next(clock))
+    monkeypatch.setattr("edge.uuid7.time.time_ns", lambda: next(clock))
     ids = [DataKey.generate(KeyPurpose.PATIENT, f"owner-{n}").key_id for n in range(5)]
     assert len(set(ids)) == 5
     assert ids[0][:12] == ids[1][:12] == format(1_700_000_000_000, "012x")
-    assert ids[2:] == sorted(ids[2:]) and min(ids[:2]) < ids[2]
-    assert all(len(key_id) == 32 for key_id in ids)
+    assert ids[2:] == sorted(ids[2:]) and max(ids[:2]) < ids[2]
+    assert all(len(key_id) == 32 and key_id[12] == "7" for key_id in ids)  # version 7
