@@ -5,7 +5,8 @@ stops meanwhile: for an asyncio server, every request in flight waits. Most of w
 process tracks is made at startup and lives until exit (modules, classes, the validation
 models of ``fhir.resources``, settings), so a full collection mostly re-walks objects that
 can never be garbage. Measured in a peer worker under ``bench/peer.py`` (16 clients): full
-collections of 29-38 ms, against ~1 ms once the startup heap is frozen.
+collections of 29-38 ms, against ~1 ms once the startup heap is frozen; in a process that has
+imported what the daemon imports (~67,000 tracked objects), 15-18 ms, against 0.001 ms.
 """
 
 from __future__ import annotations
