@@ -1,7 +1,8 @@
 """The daemon's side of the peer worker processes (:mod:`edge.peer.worker`).
 
-The daemon binds the peer socket itself (so port 0 resolves once, and ``daemon.json`` names
-the one address every worker serves), starts ``[peer].workers`` processes that accept on it,
+The daemon binds the peer sockets itself, one per worker on one address (so port 0 resolves
+once, ``daemon.json`` names the one address every worker serves, and the kernel balances
+connections: :func:`bind_sockets`), starts ``[peer].workers`` processes that accept on them,
 and commits what they send through its :class:`~edge.peer.audit_sink.LocalAuditSink`: the
 writer, the anchorer's wake-up and the notification outbox stay in the daemon, so a request
 answered by any worker has its JWT id, AuditEvents and notice committed exactly as when the
@@ -44,10 +45,24 @@ class PeerWorkerError(EdgeError):
     fault = "environment"
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """The peer API's listening socket, bound and listening, to share with the workers."""
+def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """The peer API's listening sockets, one per worker, bound to one address with
+    SO_REUSEPORT (Linux socket(7)): the kernel spreads new connections over them by a hash of
+    each connection's addresses. One socket shared by every worker left that to whichever
+    worker woke first, and asyncio accepts all it can per wake-up: under bench/peer.py one
+    worker took all 16 keep-alive connections and a whole core while the other idled.
+
+    A port someone already listens on is refused as a plain bind would refuse it (SO_REUSEPORT
+    would otherwise let a second daemon of the same user share it silently)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=1024)
+    if port:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as create_server
+            probe.bind((host, port))  # OSError (EADDRINUSE) when taken
+    first = socket.create_server((host, port), family=family, backlog=1024, reuse_port=True)
+    port = first.getsockname()[1]  # port 0 resolves once, for every worker
+    return [first, *(socket.create_server((host, port), family=family, backlog=1024,
+                                          reuse_port=True) for _ in range(count - 1))]
 
 
 class _Slot:
@@ -55,6 +70,9 @@ class _Slot:
 
     def __init__(self, index: int) -> None:
         self.index = index
+        # Its listening socket, kept open here while the worker restarts: connections the
+        # kernel hashes to it wait in its backlog for the replacement instead of failing.
+        self.sock: socket.socket | None = None
         self.process: asyncio.subprocess.Process | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.counters: dict[str, int] = {}
@@ -69,7 +87,6 @@ class PeerWorkers:
         self._settings = settings
         self._sink = sink
         self._slots = [_Slot(i) for i in range(count)]
-        self._socket: socket.socket | None = None
         self._supervisors: list[asyncio.Task[None]] = []
         self._requests: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -83,8 +100,10 @@ class PeerWorkers:
         """Bind the socket and start every worker; returns once all of them accept."""
         peer = self._settings.peer
         assert peer is not None
-        self._socket = bind_socket(peer.bind.host, peer.bind.port)
-        self.bound = [format_address(self._socket.getsockname())]
+        sockets = bind_sockets(peer.bind.host, peer.bind.port, len(self._slots))
+        for slot, sock in zip(self._slots, sockets, strict=True):
+            slot.sock = sock
+        self.bound = [format_address(sockets[0].getsockname())]
         ready = [asyncio.get_running_loop().create_future() for _ in self._slots]
         self._supervisors = [asyncio.create_task(self._supervise(slot, started),
                                                  name=f"peer-worker-{slot.index}")
@@ -114,9 +133,10 @@ class PeerWorkers:
         for task in self._supervisors:
             task.cancel()
         await asyncio.gather(*self._supervisors, *self._requests, return_exceptions=True)
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        for slot in self._slots:
+            if slot.sock is not None:
+                slot.sock.close()
+                slot.sock = None
 
     def update(self, settings: PeerSettings) -> None:
         """A reloaded ``[peer]`` (directory, consent default, roles, limits) for every
@@ -185,12 +205,12 @@ class PeerWorkers:
 
     async def _run(self, slot: _Slot, ready: asyncio.Future[None]) -> None:
         """Start the worker and serve its channel until it closes."""
-        assert self._socket is not None
+        assert slot.sock is not None
         ours, theirs = socket.socketpair()
         try:
             slot.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "edge.peer.worker", str(self._socket.fileno()),
-                str(theirs.fileno()), pass_fds=(self._socket.fileno(), theirs.fileno()),
+                sys.executable, "-m", "edge.peer.worker", str(slot.sock.fileno()),
+                str(theirs.fileno()), pass_fds=(slot.sock.fileno(), theirs.fileno()),
                 stdin=subprocess.DEVNULL)
         finally:
             theirs.close()
