@@ -28,18 +28,12 @@ from edge.peer.audit import FLAG_SYSTEM, audit_trail, summarize
 from edge.processing.processor import Processor
 from edge.store.keys import PatientRef
 from ledger_client.log import MerkleLog
+from tests.edge.fhirapi.support import NoWrites
 from tests.edge.peer.support import HERE, REF, SYSTEM, PeerEnv, grant, make_env, observation
 from tests.edge.peer.support import patient as patient_resource
 
 TOKEN = "portal-token-0123456789abcdef0123456789abcdef"
 REF2 = PatientRef(SYSTEM, "MRN2")
-
-
-class _NoWrites:
-    """Inbox and processor: the accounting never takes the intake path."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"the accounting used the intake path ({name})")
 
 
 @dataclass
@@ -94,8 +88,8 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     appended: list[int] = []
     accounting = AccountingAudit(env.committer, env.store, facility=HERE,
                                  on_appended=appended.append)
-    service = FHIRService(settings, db_path=env.db, inbox=cast(InboxStore, _NoWrites()),
-                          processor=cast(Processor, _NoWrites()), store=env.store,
+    service = FHIRService(settings, db_path=env.db, inbox=cast(InboxStore, NoWrites()),
+                          processor=cast(Processor, NoWrites()), store=env.store,
                           accounting=accounting)
     server = FHIRServer(settings, service.handle)
     (bound,) = await server.start()

@@ -24,6 +24,7 @@ from edge.inbox.store import InboxStore
 from edge.processing.processor import Processor
 from edge.storage.group_commit import GroupCommitter
 from edge.store.resources import ResourceStore
+from tests.edge.fhirapi.support import NoWrites
 from tests.edge.store.store_support import (
     make_env,
     observation_resource,
@@ -34,14 +35,6 @@ from tests.edge.store.store_support import (
 # What the test patient is known by (store_support's patient 1): none of it may be answered
 # or logged, nor the Observation's content.
 PHI = ("MRN000001", "999-00-0001", "Quxfamily1", "Zorbgiven1", "1951-02-11", "13.5")
-
-
-class _NoWrites:
-    """Inbox and processor of a service that is only read from here: a write would be a
-    bug of the test (reads never touch them)."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"a read used the write path ({name})")
 
 
 @dataclass
@@ -79,11 +72,11 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
                                             "allow_anonymous_loopback": True})
     # Reads of records write nothing, not even an audit event (only reading the accounting
     # of disclosures is audited: tests/edge/fhirapi/test_accounting.py).
-    accounting = AccountingAudit(cast(GroupCommitter, _NoWrites()), store,
+    accounting = AccountingAudit(cast(GroupCommitter, NoWrites()), store,
                                  facility="test-facility")
     service = FHIRService(settings, db_path=env.db_path,
-                          inbox=cast(InboxStore, _NoWrites()),
-                          processor=cast(Processor, _NoWrites()), store=store,
+                          inbox=cast(InboxStore, NoWrites()),
+                          processor=cast(Processor, NoWrites()), store=store,
                           accounting=accounting)
     server = FHIRServer(settings, service.handle)
     (bound,) = await server.start()

@@ -88,6 +88,15 @@ class PeerEnv:
     def connect(self) -> sqlite3.Connection:
         return connect(self.db)
 
+    def execute(self, statement: str, *params: Any) -> None:
+        """One statement, committed, on a connection of its own (a test altering rows)."""
+        conn = self.connect()
+        try:
+            with conn:
+                conn.execute(statement, params)
+        finally:
+            conn.close()
+
     def put(self, resources: list[Mapping[str, Any]], ref: PatientRef | None = REF) -> None:
         conn = self.connect()
         try:

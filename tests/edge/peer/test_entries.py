@@ -73,15 +73,6 @@ def records(env: PeerEnv) -> RecordCache:
     return cache
 
 
-def sql(env: PeerEnv, statement: str, *params: Any) -> None:
-    conn = env.connect()
-    try:
-        with conn:
-            conn.execute(statement, params)
-    finally:
-        conn.close()
-
-
 async def test_a_second_request_is_served_from_the_caches_unchanged(env: PeerEnv) -> None:
     first = await everything(env)
     misses = records(env).misses
@@ -150,9 +141,9 @@ async def test_a_row_moved_to_another_patient_is_refused(env: PeerEnv,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     await everything(env)
     await everything(env, "/Patient/pat-2/$everything")  # pat-2's row is cached too
-    sql(env, "UPDATE resources SET patient = (SELECT patient FROM resources "
-             "WHERE type = 'Patient' AND id = 'pat-1') WHERE type = 'Observation' "
-             "AND id = 'obs-50'")
+    env.execute("UPDATE resources SET patient = (SELECT patient FROM resources "
+                "WHERE type = 'Patient' AND id = 'pat-1') WHERE type = 'Observation' "
+                "AND id = 'obs-50'")
     assert "another owner" in await not_served(env, caplog)
 
 

@@ -37,15 +37,6 @@ async def env(tmp_path: Path) -> AsyncIterator[PeerEnv]:
     e.close()
 
 
-def sql(env: PeerEnv, statement: str, params: tuple[Any, ...] = ()) -> None:
-    conn = env.connect()
-    try:
-        with conn:
-            conn.execute(statement, params)
-    finally:
-        conn.close()
-
-
 def row_of(env: PeerEnv, rid: str, version: int = 1) -> int:
     conn = env.connect()
     try:
@@ -69,15 +60,15 @@ def flip_byte(env: PeerEnv, rid: str) -> int:
     row = row_of(env, rid)
     body = bytearray(body_of(env, row))
     body[40] ^= 0x01
-    sql(env, "UPDATE resources SET body = ? WHERE row = ?", (bytes(body), row))
+    env.execute("UPDATE resources SET body = ? WHERE row = ?", bytes(body), row)
     return row
 
 
 def swap_bodies(env: PeerEnv) -> int:
     a, b = row_of(env, "obs-1"), row_of(env, "obs-2")
     body_a, body_b = body_of(env, a), body_of(env, b)
-    sql(env, "UPDATE resources SET body = ? WHERE row = ?", (body_b, a))
-    sql(env, "UPDATE resources SET body = ? WHERE row = ?", (body_a, b))
+    env.execute("UPDATE resources SET body = ? WHERE row = ?", body_b, a)
+    env.execute("UPDATE resources SET body = ? WHERE row = ?", body_a, b)
     return a  # the first one opened (by id)
 
 
@@ -217,9 +208,9 @@ async def test_a_forged_identifier_index_row_is_a_500(
     is not released as the match (check 6 of edge.store.resources)."""
     env.put([patient(2)], ref=None)  # a second Patient, without the first one's identifier
     target = row_of(env, "pat-2")
-    sql(env, "INSERT INTO resource_identifiers (resource, value) SELECT ?, value FROM "
-             "resource_identifiers WHERE resource = ?", (target, row_of(env, "pat-1")))
-    sql(env, "DELETE FROM resource_identifiers WHERE resource = ?", (row_of(env, "pat-1"),))
+    env.execute("INSERT INTO resource_identifiers (resource, value) SELECT ?, value FROM "
+                "resource_identifiers WHERE resource = ?", target, row_of(env, "pat-1"))
+    env.execute("DELETE FROM resource_identifiers WHERE resource = ?", row_of(env, "pat-1"))
     with caplog.at_level(logging.INFO):
         answer = await env.get("/Patient", {"identifier": "urn:oid:1.2.3.4|MRN1"})
     assert_not_served(answer)

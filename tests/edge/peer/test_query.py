@@ -12,18 +12,16 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.peer.client import PeerClient
-from adapters.peer.listener import PeerListener
-from adapters.peer.tls import client_context, server_context
-from edge.devca import create_ca, issue
+from adapters.peer.tls import client_context
 from edge.peer.audit_sink import LocalAuditSink
 from edge.peer.directory import Peer, cert_thumbprint
 from edge.peer.query import CheckpointRoots, Credentials, QuerySpec, query_peer
 from edge.peer.service import PeerService
 from ledger_client.checkpoint import NoteSigner
+from tests.edge.peer.listening import listening
 from tests.edge.peer.support import HERE, SYSTEM, PeerEnv, grant, make_env, patient
 from tests.edge.peer.test_unavailable import RefusingWrites
 
@@ -51,28 +49,15 @@ async def env(tmp_path: Path) -> AsyncIterator[PeerEnv]:
 async def member(tmp_path: Path, env: PeerEnv, service: PeerService) -> AsyncIterator[Member]:
     """``service`` (facility ``here``) behind the real listener, and a PeerClient of the
     asker (``there``, whose request-context key ``env`` trusts)."""
-    tls = tmp_path / "tls"
-    tls.mkdir()
-    ca = create_ca(tls, name="t")
-    server = issue(ca, tls, "server", common_name="server")
-    client = issue(ca, tls, "there", common_name="there")
-    der = x509.load_pem_x509_certificate(client.cert.read_bytes()).public_bytes(
-        serialization.Encoding.DER)
-    listener = PeerListener("127.0.0.1", 0, server_context(cert=server.cert, key=server.key,
-                                                             ca=ca.cert),
-                            lambda cert: env.peer if cert == der else None, service.handle)
-    (bound,) = await listener.start()
-    here = Peer(HERE, f"https://{bound}",
-                NoteSigner(f"hie-edge/{HERE}", Ed25519PrivateKey.generate()).verifier,
-                None, x509.load_pem_x509_certificate(server.cert.read_bytes())
-                .subject.rfc4514_string())
-    creds = Credentials(env.peer.id, env.peer_key, cert_thumbprint(der))
-    try:
-        async with PeerClient(client_context(cert=client.cert, key=client.key, ca=ca.cert),
-                              timeout_s=10) as peer_client:
+    async with listening(tmp_path, env, service) as served:
+        here = Peer(HERE, f"https://{served.bound}",
+                    NoteSigner(f"hie-edge/{HERE}", Ed25519PrivateKey.generate()).verifier,
+                    None, x509.load_pem_x509_certificate(served.server.cert.read_bytes())
+                    .subject.rfc4514_string())
+        creds = Credentials(env.peer.id, env.peer_key, cert_thumbprint(served.client_der))
+        async with PeerClient(client_context(cert=served.client.cert, key=served.client.key,
+                                             ca=served.ca.cert), timeout_s=10) as peer_client:
             yield Member(here, peer_client, creds)
-    finally:
-        await listener.aclose()
 
 
 SPEC = QuerySpec(f"{SYSTEM}|MRN1", "TREAT", "dr-x", "physician")

@@ -16,18 +16,15 @@ from typing import TypeVar
 
 import aiohttp
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from adapters.peer.listener import PeerListener
-from adapters.peer.tls import client_context, server_context
-from edge.devca import create_ca, issue
+from adapters.peer.tls import client_context
 from edge.peer.audit_sink import AuditSink, LocalAuditSink
 from edge.peer.channel import receive, send
-from edge.peer.directory import Peer, cert_thumbprint
+from edge.peer.directory import cert_thumbprint
 from edge.peer.service import RETRY_AFTER_S, PeerResponse, PeerService
 from edge.peer.worker import RemoteAuditSink
 from edge.storage.group_commit import GroupCommitter
+from tests.edge.peer.listening import listening as serve_on_tls
 from tests.edge.peer.support import HERE, PeerEnv, grant, make_env, observation, patient
 
 T = TypeVar("T")
@@ -124,27 +121,11 @@ async def listening(tmp_path: Path, env: PeerEnv,
                                                                  bytes]]:
     """``service`` behind the real mutual-TLS listener; yields its base URL, a client session
     with a member's certificate, and that certificate (DER, for the JWT's binding)."""
-    tls = tmp_path / "tls"
-    tls.mkdir()
-    ca = create_ca(tls, name="t")
-    server = issue(ca, tls, "server", common_name="server")
-    client = issue(ca, tls, "there", common_name="there")
-    der = x509.load_pem_x509_certificate(client.cert.read_bytes()).public_bytes(
-        serialization.Encoding.DER)
-
-    def identify(cert: bytes | None) -> Peer | None:
-        return env.peer if cert == der else None
-
-    listener = PeerListener("127.0.0.1", 0, server_context(cert=server.cert, key=server.key,
-                                                             ca=ca.cert),
-                            identify, service.handle)
-    (bound,) = await listener.start()
-    context = client_context(cert=client.cert, key=client.key, ca=ca.cert)
-    try:
+    async with serve_on_tls(tmp_path, env, service) as served:
+        context = client_context(cert=served.client.cert, key=served.client.key,
+                                 ca=served.ca.cert)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as s:
-            yield f"https://{bound}", s, der
-    finally:
-        await listener.aclose()
+            yield f"https://{served.bound}", s, served.client_der
 
 
 async def test_failed_audit_commit_is_503_and_releases_nothing(
