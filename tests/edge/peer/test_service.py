@@ -190,3 +190,22 @@ async def test_checkpoint_endpoint_serves_signed_notes(env: PeerEnv) -> None:
 
 def _plain(env: PeerEnv, path: str) -> PeerRequest:
     return PeerRequest(peer=env.peer, cert_der=env.cert, method="GET", path=path, query={})
+
+
+async def test_a_patient_whose_mr_identifier_has_no_system_is_found_under_its_stored_key(
+        tmp_path: Path) -> None:
+    # The FHIR API stores a Patient under its first identifier with a system (an MR typed one
+    # first): here the second, since the MR one has none. The peer must read the same key.
+    e = make_env(tmp_path)
+    try:
+        mr_without_system = {"value": "LOCAL7", "type": {"coding": [{"code": "MR"}]}}
+        e.put([patient(identifier=[mr_without_system, {"system": REF.system,
+                                                         "value": REF.value}]),
+               observation(1)])
+        grant(e, facilities=("there",))
+        answer = await e.get("/Patient/pat-1/$everything")
+        assert answer.status == 200
+        assert sorted(x["resource"]["id"] for x in answer.json()["entry"]) == ["obs-1", "pat-1"]
+        assert [ev["outcome"] for ev in trail(e)][-3:] == ["success"] * 3  # under REF's key
+    finally:
+        e.close()
