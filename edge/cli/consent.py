@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from edge.cli import exits
 from edge.cli.database import open_database
 from edge.cli.exits import CLIError
+from edge.cli.integrity import integrity_message
 from edge.config import Settings
 from edge.crypto.blind_index import parse_identifier_token
 from edge.crypto.errors import IndexInputError, IntegrityError, KeyFileError, UnknownKeyError
@@ -106,22 +107,13 @@ def with_store(settings: Settings, command: str,
         # EX_DATAERR, as `hie-edge verify` exits for the same finding: the stored data is
         # wrong. Not the EX_UNAVAILABLE an "environment" fault gets from main (which tells a
         # script to try again later; that cannot help until the store is repaired).
-        raise CLIError(exits.DATAERR, f"hie-edge {command}: {integrity_message(exc)}") from None
+        # The transaction (and the command's own AuditEvent) was rolled back.
+        raise CLIError(exits.DATAERR, f"hie-edge {command}: {integrity_message(exc)}; "
+                       "nothing was done") from None
     except (StorageError, sqlite3.Error) as exc:
         raise CLIError(exits.IOERR, f"hie-edge {command}: {type(exc).__name__}") from None
     finally:
         conn.close()
-
-
-def integrity_message(exc: IntegrityError) -> str:
-    """The operator's line for a stored row that failed verification: where it is (as
-    :meth:`IntegrityError.log_fields`, so without the logical id, which may name the
-    patient) and what to do; the transaction was rolled back, so nothing was done."""
-    where = " ".join(f"{name} {value}" for name, value in exc.log_fields().items()
-                     if value is not None and name != "problem")
-    problem = f": {exc.problem}" if exc.problem else ""
-    return (f"a stored record failed verification ({where}{problem}); nothing was done; "
-            "`hie-edge verify --all` lists every damaged row")
 
 
 def _summary(consent: dict[str, Any]) -> str:

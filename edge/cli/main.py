@@ -16,7 +16,9 @@ from pathlib import Path
 from edge import __version__
 from edge.cli import exits
 from edge.cli.exits import CLIError
+from edge.cli.integrity import integrity_message
 from edge.config import ConfigError, Settings, load_config, resolve_config_path
+from edge.crypto.errors import IntegrityError
 from edge.errors import EdgeError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -176,6 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"{exc.source}: {problem}", file=sys.stderr)
         return exits.CONFIG
+    except IntegrityError as exc:
+        # The stored data is wrong: EX_DATAERR, as `hie-edge verify` exits for it (not the
+        # EX_UNAVAILABLE of other environment faults, which tells a script to try again).
+        print(f"hie-edge: {integrity_message(exc)}", file=sys.stderr)
+        return exits.DATAERR
     except EdgeError as exc:
         print(f"hie-edge: {exc}", file=sys.stderr)
         return _EXIT_BY_FAULT.get(exc.fault, exits.SOFTWARE)

@@ -5,6 +5,7 @@ nothing written (the command's own AuditEvent is not stored for a listing it did
 
 from __future__ import annotations
 
+import argparse
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ import pytest
 from edge.cli.exits import DATAERR
 from edge.cli.main import main
 from edge.config import load_config
+from edge.crypto.errors import IntegrityError
 from edge.crypto.keys import load_keyring
 from edge.peer.audit import Actor
 from edge.peer.consent import ConsentSpec, grant
@@ -99,3 +101,21 @@ def test_a_tampered_row_exits_65_with_one_line(instance: Instance, argv: list[st
     assert "hie-edge verify" in err
     assert not any(p in err for p in PHI)
     assert rows(instance.db) == before  # no admin-read AuditEvent for it
+
+
+def test_any_command_meeting_a_damaged_row_exits_65_without_the_logical_id(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # A command without a handler of its own (e.g. keys rotate unwrapping a tampered key
+    # row): main's mapping, not the EX_UNAVAILABLE of other environment faults.
+    def damaged(args: argparse.Namespace) -> int:
+        raise IntegrityError("resources Patient/MRN-123456 v2 (row 7): authentication failed",
+                             table="resources", row_id="Patient/MRN-123456", version=2,
+                             key_id="ab" * 16, row=7, problem="authentication failed")
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(handler=damaged)
+    monkeypatch.setattr("edge.cli.main.build_parser", lambda: parser)
+    assert main([]) == DATAERR
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "row 7" in err and "authentication failed" in err
+    assert "MRN-123456" not in err and "type Patient" in err
