@@ -33,6 +33,7 @@ from ledger_client.backends.base import AnchorRef, LedgerBackend
 from ledger_client.checkpoint import Checkpoint, NoteSigner, SignedCheckpoint, sign_checkpoint
 from ledger_client.errors import AnchorConflict, BackendUnavailable, LedgerError
 from ledger_client.log import MerkleLog
+from ledger_client.waiting import sleep_or_wake
 
 log = logging.getLogger(__name__)
 
@@ -311,18 +312,7 @@ class Anchorer:
         return max(wake - now_ms, 0) / 1000
 
     async def _wait(self, seconds: float) -> None:
-        if self._wake.is_set():
-            self._wake.clear()
-            return
-        sleeper = asyncio.ensure_future(self._sleep(seconds))
-        waker = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sleeper, waker):
-                task.cancel()
-            await asyncio.gather(sleeper, waker, return_exceptions=True)
-        self._wake.clear()
+        await sleep_or_wake(self._wake, seconds, self._sleep)
 
     async def run(self) -> None:
         """Anchor until ``stop()``; survives any backend failure. Cancel-safe."""

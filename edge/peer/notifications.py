@@ -32,6 +32,7 @@ from typing import Any
 from edge.peer.schema import NOTIFICATIONS
 from edge.storage.database import connect
 from edge.storage.group_commit import GroupCommitter
+from ledger_client.waiting import sleep_or_wake
 
 log = logging.getLogger(__name__)
 
@@ -184,15 +185,7 @@ class WebhookSender:
             reader.close()
 
     async def _wait(self, seconds: float) -> None:
-        sleeper = asyncio.ensure_future(self._sleep(seconds))
-        waker = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sleeper, waker):
-                task.cancel()
-            await asyncio.gather(sleeper, waker, return_exceptions=True)
-        self._wake.clear()
+        await sleep_or_wake(self._wake, seconds, self._sleep)
 
 
 def outbox_counts(conn: sqlite3.Connection) -> OutboxCounts:
