@@ -24,10 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from edge.crypto.blind_index import parse_identifier_token
 from edge.fhirapi.auth import Client
 from edge.fhirapi.search import Cursor
-from edge.normalize.fhir_json import patient_key_of
+from edge.normalize.fhir_json import token
 from edge.peer.audit import (
     Actor,
     AuditRecord,
@@ -37,7 +36,7 @@ from edge.peer.audit import (
     trail_position,
 )
 from edge.storage.group_commit import GroupCommitter
-from edge.store.keys import PatientRef
+from edge.store.keys import PatientRef, patient_ref_of
 from edge.store.ledgered import put_prepared
 from edge.store.resources import ResourceStore, ResourceVersion
 
@@ -52,10 +51,10 @@ def patient_key(conn: sqlite3.Connection, store: ResourceStore,
     when we hold no such Patient (or it has no usable identifier): the one resolution every
     ``patient`` search of the API uses."""
     patient = store.read(conn, "Patient", patient_id)
-    token = patient_key_of(patient.resource) if patient else None
-    if token is None:
+    ref = patient_ref_of(patient.resource) if patient else None
+    if ref is None:
         return None
-    return token, PatientRef(*parse_identifier_token(token))
+    return token(ref.system, ref.value), ref
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,7 @@ from edge.normalize.context import NormalizeContext
 from edge.normalize.errors import NormalizeError
 from edge.normalize.result import NormalizedMessage
 from edge.normalize.validate import Validator
+from edge.store.keys import patient_ref_of
 
 __all__ = [
     "ENVELOPE",
@@ -81,7 +82,6 @@ SUPPORTED_TYPES: Final = (
 )
 _FHIR_ID: Final = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR R4 2.24.0.1 id
 _HTTP_SUFFIX: Final = re.compile(r"\(HTTP (\d{3})\)$")
-_MR: Final = "MR"
 
 Interaction = Literal["create", "update", "transaction"]
 
@@ -127,20 +127,10 @@ def token(system: str, value: str) -> str:
 
 
 def patient_key_of(patient: Mapping[str, Any]) -> str | None:
-    """The key token of a Patient: its primary identifier (see the module doc), or None."""
-    usable = [i for i in patient.get("identifier") or ()
-              if isinstance(i, Mapping) and isinstance(i.get("system"), str)
-              and isinstance(i.get("value"), str) and i["system"] and i["value"].strip()]
-    if not usable:
-        return None
-
-    def is_mr(ident: Mapping[str, Any]) -> bool:
-        kind = ident.get("type")
-        codings = kind.get("coding") if isinstance(kind, Mapping) else None
-        return any(isinstance(c, Mapping) and c.get("code") == _MR for c in codings or ())
-
-    primary = next((i for i in usable if is_mr(i)), usable[0])
-    return token(primary["system"], primary["value"])
+    """The key token of a Patient: its primary identifier (see the module doc and
+    :func:`edge.store.keys.patient_ref_of`, the rule itself), or None."""
+    ref = patient_ref_of(patient)
+    return None if ref is None else token(ref.system, ref.value)
 
 
 def patient_references(resource: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:

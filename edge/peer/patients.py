@@ -1,28 +1,14 @@
 """Finding a patient: by identifier, by demographics (deterministic, exactly one certain
-match), by logical id; and the :class:`PatientRef` a Patient's records are sealed under."""
+match), by logical id. (The :class:`PatientRef` a Patient's records are sealed under is
+:func:`edge.store.keys.patient_ref_of`'s.)"""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
-from typing import Any
 
-from edge.crypto.blind_index import parse_identifier_token
 from edge.crypto.errors import IndexInputError
-from edge.normalize.fhir_json import patient_key_of
 from edge.store.keys import PatientRef
 from edge.store.resources import ResourceStore, ResourceVersion
-
-
-def patient_ref_of(patient: Mapping[str, Any]) -> PatientRef | None:
-    """The identifier the patient's data key is owned by, chosen by the one rule every
-    writer uses (:func:`edge.normalize.fhir_json.patient_key_of`: the first identifier typed
-    MR, else the first, among those with a system and a value; the HL7 path's PID-3 choice
-    gives the same, its identifiers always carrying a system). A rule of its own here had
-    taken an MR identifier without a system, so a Patient stored through the FHIR API with
-    one found neither its records nor its consents."""
-    token = patient_key_of(patient)
-    return None if token is None else PatientRef(*parse_identifier_token(token))
 
 
 def by_identifier(conn: sqlite3.Connection, store: ResourceStore,

@@ -73,11 +73,11 @@ from edge.peer.decision import AccessDecision, Requester, decide
 from edge.peer.directory import Peer, cert_thumbprint
 from edge.peer.entries import EntryCache, Record, RecordCache, bundle_json
 from edge.peer.errors import ContextError, RequestRefused
-from edge.peer.patients import by_demographics, by_id, by_identifier, patient_ref_of
+from edge.peer.patients import by_demographics, by_id, by_identifier
 from edge.storage.database import connect
 from edge.storage.errors import StorageError
 from edge.store._tx import read_snapshot
-from edge.store.keys import PatientRef, StoreKeys
+from edge.store.keys import PatientRef, StoreKeys, patient_ref_of
 from edge.store.prepared import PreparedRecord
 from edge.store.resources import ResourceStore, ResourceVersion, fhir_instant
 from ledger_client.anchorer import LocalAnchor, latest_anchored

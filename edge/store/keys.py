@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from edge.crypto.blind_index import BlindIndexer
 from edge.crypto.errors import UnknownKeyError
@@ -51,6 +52,27 @@ class PatientRef:
         return "PatientRef(<redacted>)"
 
     __str__ = __repr__
+
+
+def patient_ref_of(patient: Mapping[str, Any]) -> PatientRef | None:
+    """The identifier a Patient's records are sealed under: among its identifiers with a
+    system and a value, the first typed ``MR``, else the first; None when it has none. The one
+    rule for every writer and reader (the FHIR API and poller through
+    :func:`edge.normalize.fhir_json.patient_key_of`, the peer API, the accounting); the HL7
+    path's PID-3 choice gives the same, its identifiers always carrying a system."""
+    usable = [i for i in patient.get("identifier") or ()
+              if isinstance(i, Mapping) and isinstance(i.get("system"), str)
+              and isinstance(i.get("value"), str) and i["system"] and i["value"].strip()]
+    if not usable:
+        return None
+
+    def is_mr(ident: Mapping[str, Any]) -> bool:
+        kind = ident.get("type")
+        codings = kind.get("coding") if isinstance(kind, Mapping) else None
+        return any(isinstance(c, Mapping) and c.get("code") == "MR" for c in codings or ())
+
+    primary = next((i for i in usable if is_mr(i)), usable[0])
+    return PatientRef(primary["system"], primary["value"])
 
 
 def _now_sql() -> str:

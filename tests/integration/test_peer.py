@@ -45,10 +45,11 @@ from edge.devca import IssuedCert, create_ca, issue
 from edge.peer.audit import summarize
 from edge.peer.context import issue_context
 from edge.peer.directory import Peer, PeerDirectory, cert_thumbprint
-from edge.peer.patients import by_identifier, patient_ref_of
+from edge.peer.patients import by_identifier
 from edge.peer.query import CheckpointRoots, Credentials, PeerOutcome, QuerySpec, query_peers
 from edge.signing import load_signing_key
 from edge.storage.database import connect, database_path
+from edge.store.keys import patient_ref_of
 from edge.store.ledgered import put_ledgered
 from edge.store.resources import ResourceStore
 from ledger_client.checkpoint import NoteSigner
