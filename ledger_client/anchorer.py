@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ledger_client.backends.base import AnchorRef, LedgerBackend
 from ledger_client.checkpoint import Checkpoint, NoteSigner, SignedCheckpoint, sign_checkpoint
@@ -91,16 +92,33 @@ def latest_anchored(conn: sqlite3.Connection, facility: str) -> LocalAnchor | No
     """The newest of ``facility``'s checkpoints known to be anchored, read on ``conn`` (in a
     reader's snapshot, it is the one that snapshot's receipts can be proven against); None
     before the first, or before any anchorer created the outbox table."""
+    return _anchored(conn, facility, "ORDER BY tree_size DESC LIMIT 1", ())
+
+
+def anchored_at(conn: sqlite3.Connection, facility: str, size: int) -> LocalAnchor | None:
+    """``facility``'s anchored checkpoint of tree size ``size``, read on ``conn``; None when
+    there is none (or no anchorer created the outbox table yet)."""
+    return _anchored(conn, facility, "AND tree_size = ?", (size,))
+
+
+def _anchored(conn: sqlite3.Connection, facility: str, clause: str,
+              params: tuple[int, ...]) -> LocalAnchor | None:
     try:
         row = conn.execute(
-            "SELECT tree_size, root_hash, timestamp_ms, note, anchor FROM ledger_checkpoints "
-            "WHERE state = 'anchored' ORDER BY tree_size DESC LIMIT 1").fetchone()
+            f"SELECT {_ANCHOR_COLUMNS} FROM ledger_checkpoints "  # noqa: S608
+            f"WHERE state = 'anchored' {clause}", params).fetchone()
     except sqlite3.OperationalError as exc:
         if "no such table" not in str(exc):
-            raise
+            raise  # locked, unreadable: not the same as "no checkpoint"
         return None  # no anchorer has run on this database yet
-    if row is None:
-        return None
+    return None if row is None else _local_anchor(facility, row)
+
+
+_ANCHOR_COLUMNS = "tree_size, root_hash, timestamp_ms, note, anchor"
+
+
+def _local_anchor(facility: str, row: tuple[Any, ...]) -> LocalAnchor:
+    """A ``ledger_checkpoints`` row of :data:`_ANCHOR_COLUMNS` as a LocalAnchor."""
     size, root, ts, note, anchor = row
     return LocalAnchor(Checkpoint(facility, size, bytes(root), ts), note,
                        AnchorRef.from_json(json.loads(anchor)))
@@ -160,10 +178,9 @@ class Anchorer:
     def anchored(self) -> list[LocalAnchor]:
         """Every anchored checkpoint, oldest first (for consistency checks between them)."""
         rows = self._conn.execute(
-            "SELECT tree_size, root_hash, timestamp_ms, note, anchor FROM ledger_checkpoints "
+            f"SELECT {_ANCHOR_COLUMNS} FROM ledger_checkpoints "  # noqa: S608
             "WHERE state = 'anchored' ORDER BY tree_size").fetchall()
-        return [LocalAnchor(Checkpoint(self._facility, s, bytes(r), t), n,
-                            AnchorRef.from_json(json.loads(a))) for s, r, t, n, a in rows]
+        return [_local_anchor(self._facility, row) for row in rows]
 
     def status(self) -> AnchorStatus:
         size = self._log.size

@@ -80,14 +80,13 @@ from edge.store._tx import read_snapshot
 from edge.store.keys import PatientRef, StoreKeys, patient_ref_of
 from edge.store.prepared import PreparedRecord
 from edge.store.resources import ResourceStore, ResourceVersion, fhir_instant
-from ledger_client.anchorer import LocalAnchor, latest_anchored
+from ledger_client.anchorer import LocalAnchor, anchored_at, latest_anchored
 
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
 _MAX_COUNT = 1000
 READ_THREADS = 2
-_NOTE_AT = "SELECT note FROM ledger_checkpoints WHERE state = 'anchored' AND tree_size = ?"
 # Retry-After (RFC 9110 10.2.3) on a 503: longer than the 5 s a reader or the writer waits on
 # a locked database (edge.storage.database busy_timeout), short enough for an emergency
 # lookup. A full disk takes an operator; until then each retry costs us one cheap 503.
@@ -606,19 +605,11 @@ class PeerService:
             raise RequestRefused(400, "invalid", "checkpoint size must be a number or latest")
 
         def read(conn: sqlite3.Connection) -> str | None:
-            if which == "latest":
-                latest = latest_anchored(conn, self.facility)
-                return latest.note if latest is not None else None
-            try:
-                row = conn.execute(_NOTE_AT, (int(which),)).fetchone()
-            except sqlite3.OperationalError as exc:
-                # Only a missing table means "no anchorer has run here yet" (as in
-                # latest_anchored); a locked or unreadable database is a 503, not a 404
-                # that would tell the peer the checkpoint does not exist.
-                if "no such table" not in str(exc):
-                    raise
-                return None
-            return str(row[0]) if row else None
+            # A missing table reads as "no checkpoint" (no anchorer has run here yet); a
+            # locked or unreadable database raises, a 503 below, never a misleading 404.
+            found = (latest_anchored(conn, self.facility) if which == "latest"
+                     else anchored_at(conn, self.facility, int(which)))
+            return found.note if found is not None else None
 
         try:
             note = await self._read(read)
