@@ -35,9 +35,9 @@ from edge.peer.audit import (
     prepare_audit,
     trail_position,
 )
+from edge.peer.audit_sink import commit_events
 from edge.storage.group_commit import GroupCommitter
 from edge.store.keys import PatientRef, patient_ref_of
-from edge.store.ledgered import put_prepared
 from edge.store.resources import ResourceStore, ResourceVersion
 
 __all__ = ["AccountingAudit", "Page", "Trail", "page_cursor", "patient_key", "read_trail"]
@@ -126,8 +126,6 @@ class AccountingAudit:
             "admin-read", "0", actor, self._clock(), patient_id=trail.patient_id, query=query,
             data_classes=("AuditEvent",), released=released), facility=self._facility)
         # Prepared (checked, canonical JSON) here: the single writer only seals and appends.
-        prepared = prepare_audit([event])
-        _, size = await self._committer.run(
-            lambda conn: put_prepared(conn, self._store, prepared, patient=ref))
+        await commit_events(self._committer, self._store, prepare_audit([event]), ref,
+                            self._on_appended)
         self.events += 1
-        self._on_appended(size)

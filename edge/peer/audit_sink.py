@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from edge.peer.audit_batch import AuditBatcher, AuditWrite, Committer
+from edge.store.keys import PatientRef
 from edge.store.ledgered import put_prepared
 from edge.store.prepared import PreparedRecord
 from edge.store.resources import ResourceStore
@@ -52,7 +53,18 @@ class LocalAuditSink:
         return size
 
     async def refused(self, events: list[PreparedRecord]) -> int:
-        _, size = await self._committer.run(
-            lambda conn: put_prepared(conn, self._store, events, patient=None))
-        self._on_appended(size)
-        return size
+        return await commit_events(self._committer, self._store, events, None,
+                                   self._on_appended)
+
+
+async def commit_events(committer: Committer, store: ResourceStore,
+                        events: list[PreparedRecord], patient: PatientRef | None,
+                        on_appended: Callable[[int], None]) -> int:
+    """Commit AuditEvents written on their own (not a peer request's batched write: a
+    refusal, a local read of the accounting) as one group-commit operation, sealed under
+    ``patient``'s key (the SYSTEM key for None), then tell ``on_appended`` the log's new size
+    (the anchorer's wake-up); returns it. Raises StorageError when the commit fails."""
+    _, size = await committer.run(lambda conn: put_prepared(conn, store, events,
+                                                            patient=patient))
+    on_appended(size)
+    return size
