@@ -104,10 +104,9 @@ def with_store(settings: Settings, command: str,
     except ConsentInputError as exc:
         raise CLIError(exits.DATAERR, f"hie-edge {command}: {exc}") from None
     except IntegrityError as exc:
-        # EX_DATAERR, as `hie-edge verify` exits for the same finding: the stored data is
-        # wrong. Not the EX_UNAVAILABLE an "environment" fault gets from main (which tells a
-        # script to try again later; that cannot help until the store is repaired).
-        # The transaction (and the command's own AuditEvent) was rolled back.
+        # EX_DATAERR and main's line for it (edge.cli.integrity), with this command's name
+        # and what it means here: the transaction, the command's own AuditEvent included,
+        # was rolled back.
         raise CLIError(exits.DATAERR, f"hie-edge {command}: {integrity_message(exc)}; "
                        "nothing was done") from None
     except (StorageError, sqlite3.Error) as exc:
