@@ -93,3 +93,38 @@ async def test_close_finishes_both_lanes(tmp_path: Path) -> None:
     await asyncio.gather(*futures)
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 6
+
+
+def _temp_files_open() -> list[str]:
+    """Files this process holds open in SQLite's temp naming (``etilqs_``): SQLite unlinks
+    them on creation, so /proc/self/fd is where they can be seen."""
+    names = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            names.append(str(fd.readlink()))
+        except OSError:
+            continue  # closed between listing and reading
+    return [n for n in names if "etilqs_" in n]
+
+
+async def test_operation_undo_journals_stay_in_memory(committer: GroupCommitter) -> None:
+    """An operation that changes far more than SQLite's 64 KiB in-memory sub-journal limit
+    writes no temp file, and rolling it back to its savepoint still works."""
+    await committer.run(lambda conn: conn.executemany(
+        "INSERT INTO t (v) VALUES (?)", ((f"{i:06d}" + "x" * 500,) for i in range(2000))))
+    seen: list[str] = []
+
+    def rewrite_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE t SET v = 'y' || v")  # ~1 MB of existing pages
+        seen.extend(_temp_files_open())
+        raise RuntimeError("this operation fails after its changes")
+
+    failing = committer.run(rewrite_then_fail)
+    neighbour = committer.run(insert("after"))
+    with pytest.raises(RuntimeError):
+        await failing
+    assert await neighbour == "after"
+    assert seen == []
+    stored = values(committer)
+    assert len(stored) == 2001 and stored[-1] == "after"
+    assert not any(v.startswith("y") for v in stored)
