@@ -42,7 +42,6 @@ import asyncio
 import hashlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -159,14 +158,19 @@ def percentile(values: list[float], q: float) -> float:
 # One unit of work for a client: True when every answer was the expected one.
 Unit = Callable[[PeerClient], Awaitable[bool]]
 
-_NEXT = re.compile(rb'"relation":"next","url":"([^"]+)"')
+_NEXT = b'"relation":"next","url":"'
 
 
 def next_link(body: bytes) -> str | None:
     """The Bundle's ``next`` link. The timed loop finds it without parsing the 300 KiB body
-    (the client's CPU is this machine's too); :func:`check_lookup` parses every page."""
-    found = _NEXT.search(body)
-    return found.group(1).decode() if found else None
+    (the client's CPU is this machine's too), with ``bytes.find``: a regular expression
+    scanning the whole body was 16% of the client's CPU (py-spy) when there is no next page;
+    :func:`check_lookup` parses every page and checks this against the parsed link."""
+    start = body.find(_NEXT)
+    if start < 0:
+        return None
+    start += len(_NEXT)
+    return body[start:body.index(b'"', start)].decode()
 
 
 def _stat(pid: int) -> list[str]:
