@@ -27,9 +27,18 @@ Bundle again on every request, though the rows rarely change between two request
 - :class:`EntryCache`: (leaf index, anchored tree size, leaf hash) → the entry's JSON bytes
   (``resource``, ``search``, and the receipt extension). A receipt for one leaf against one
   anchored size never changes, and the leaf hash pins the exact record version (it hashes
-  the salt and the record's canonical JSON); a new checkpoint makes new keys. Receipts of
-  the entries missing are built together (:func:`ledger_client.receipt.make_receipts`: one
-  read of the log for all their audit paths).
+  the salt and the record's canonical JSON). Receipts of the entries missing are built
+  together (:func:`ledger_client.receipt.make_receipts`: one read of the log for all their
+  audit paths).
+- The anchored size a *page* of records was served against: the same records are served
+  against it again, though newer checkpoints exist, while every one of them has a receipt
+  there (or none anywhere yet). A receipt against an older anchored checkpoint proves the
+  record just as well (anchored checkpoints stay on the ledger and are served by
+  ``ledger/checkpoints/{size}``), and moving to every new checkpoint rebuilt all 200
+  receipts of a page, 5-11 ms of a worker's event loop, at each checkpoint: every few
+  seconds under load (``max_pending_leaves``). A page changes checkpoint as a whole when one
+  of its records is covered only by a newer one, so a Bundle's receipts always share one
+  checkpoint (a verifier fetches one per answer).
 
 Both caches hold decrypted records and salts, as secret as the records: they are bounded
 (bytes), live in the daemon's memory only (never on disk, never logged), and hold nothing
@@ -298,6 +307,8 @@ class EntryCache(_Bounded[tuple[int, int, bytes], bytes]):
 
     def __init__(self, budget: int = DEFAULT_ENTRY_BUDGET) -> None:
         super().__init__(budget)
+        # A page's leaf hashes → the anchored size it was last served against.
+        self._pins: _Bounded[tuple[bytes, ...], int] = _Bounded(budget // 16)
 
     def get(self, key: tuple[int, int, bytes]) -> bytes | None:
         return self._get(key)
@@ -308,16 +319,24 @@ class EntryCache(_Bounded[tuple[int, int, bytes], bytes]):
     def forget_leaves(self, leaves: set[bytes]) -> None:
         """Drop the entries of these leaf hashes (their records were erased)."""
         self._drop(lambda key, entry: key[2] in leaves)
+        self._pins._drop(lambda page, size: not leaves.isdisjoint(page))
 
     def entries(self, records: Sequence[Record], anchored: LocalAnchor | None,
                 conn: sqlite3.Connection) -> list[bytes]:
         """Each record's Bundle entry (JSON bytes), in order: with its receipt against
         ``anchored``, or marked ``not-anchored-yet`` when its leaf is newer than that
         checkpoint (or when nothing is anchored), or ``unavailable`` when the log on
-        ``conn`` cannot give its proof."""
+        ``conn`` cannot give its proof. The page is served against the anchored size it was
+        served against before while that still covers it (module docstring)."""
+        size = anchored.checkpoint.tree_size if anchored is not None else 0
+        page = tuple(r.leaf_hash for r in records)
+        pinned = self._pins._get(page)
+        if pinned is not None and pinned < size:
+            served = self._served_at(records, pinned, size)
+            if served is not None:
+                return served
         out: list[bytes | None] = []
         missing: list[int] = []
-        size = anchored.checkpoint.tree_size if anchored is not None else 0
         for i, record in enumerate(records):
             index = record.ledger_index
             if anchored is None or index is None or index >= size:
@@ -340,7 +359,27 @@ class EntryCache(_Bounded[tuple[int, int, bytes], bytes]):
                 assert record.ledger_index is not None
                 self.put((record.ledger_index, size, record.leaf_hash), text)
                 out[i] = text
+        if size:
+            self._pins._put(page, size, 8 * len(page))
         return [e for e in out if e is not None]
+
+    def _served_at(self, records: Sequence[Record], pinned: int,
+                   latest: int) -> list[bytes] | None:
+        """The page's entries against the anchored size ``pinned``, all from the cache; None
+        when one is not cached there or a record is covered by ``latest`` only."""
+        out = []
+        for record in records:
+            index = record.ledger_index
+            if index is None or index >= pinned:
+                if index is not None and index < latest:
+                    return None
+                out.append(entry_json(record.json, pending="not-anchored-yet"))
+                continue
+            hit = self.get((index, pinned, record.leaf_hash))
+            if hit is None:
+                return None
+            out.append(hit)
+        return out
 
 
 def _receipts(merkle: MerkleLog, anchored: LocalAnchor,

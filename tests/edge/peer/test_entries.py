@@ -1,6 +1,7 @@
 """Served entries are reused only while what they were made from is unchanged: a new
-version, a tampered row, a row moved between patients, an erased key, a new checkpoint or a
-changed consent all count from the next request."""
+version, a tampered row, a row moved between patients, an erased key or a changed consent
+all count from the next request. A new checkpoint moves a page to it only once one of the
+page's records needs it."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from edge.peer.entries import EntryCache, Record, RecordCache, bundle_json, entr
 from edge.store.erasure import erase_patient
 from edge.store.keys import PatientRef
 from edge.store.resources import ResourceVersion
+from ledger_client.anchorer import anchored_at
 from ledger_client.receipt import Receipt, verify_receipt
 from tests.edge.peer.support import (
+    HERE,
     REF,
     SYSTEM,
     PeerEnv,
@@ -108,6 +111,43 @@ async def test_a_new_version_replaces_the_cached_one(env: PeerEnv) -> None:
     await env.anchor()
     entry = next(e for e in (await everything(env))["entry"] if e["resource"]["id"] == "obs-2")
     assert entry["extension"][0]["url"] == RECEIPT_EXTENSION
+
+
+def receipt_sizes(bundle: dict[str, Any]) -> set[int]:
+    return {json.loads(e["extension"][0]["valueString"])["tree_size"] for e in bundle["entry"]
+            if e["extension"][0]["url"] == RECEIPT_EXTENSION}
+
+
+async def test_a_page_stays_on_its_checkpoint_until_a_record_needs_a_newer_one(
+        env: PeerEnv) -> None:
+    first = await everything(env)
+    (pinned,) = receipt_sizes(first)
+    # Other patients' records and newer checkpoints: this page's receipts still prove
+    # against the checkpoint they were made for, and are not made again.
+    env.put([{**observation(60), "subject": {"reference": "Patient/pat-2"}}], REF2)
+    await env.anchor()
+    latest = env.anchorer.latest_anchored()
+    assert latest is not None and latest.checkpoint.tree_size > pinned
+    again = await everything(env)
+    assert again["entry"] == first["entry"]
+    conn = env.connect()
+    try:
+        checkpoint = anchored_at(conn, HERE, pinned)
+    finally:
+        conn.close()
+    assert checkpoint is not None
+    for entry in again["entry"]:
+        receipt = Receipt.from_json(json.loads(entry["extension"][0]["valueString"]))
+        assert verify_receipt(entry["resource"], receipt, checkpoint.checkpoint.root_hash).ok
+    # A record of this page's patient covered only by the newest checkpoint: the whole
+    # page moves to it, so one answer's receipts share one checkpoint.
+    env.put([observation(7)])
+    await env.anchor()
+    moved = await everything(env)
+    newest = env.anchorer.latest_anchored()
+    assert newest is not None
+    assert receipt_sizes(moved) == {newest.checkpoint.tree_size}
+    assert len(moved["entry"]) == len(first["entry"]) + 1
 
 
 async def test_a_resource_moved_by_a_new_version_leaves_the_first_patients_listing(
