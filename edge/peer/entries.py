@@ -360,7 +360,8 @@ class EntryCache(_Bounded[tuple[int, int, bytes], bytes]):
                 self.put((record.ledger_index, size, record.leaf_hash), text)
                 out[i] = text
         if size:
-            self._pins._put(page, size, 8 * len(page))
+            # Per record: the tuple's reference and the 32-byte hash object it keeps alive.
+            self._pins._put(page, size, 80 * len(page))
         return [e for e in out if e is not None]
 
     def _served_at(self, records: Sequence[Record], pinned: int,
