@@ -1,21 +1,22 @@
 """Encrypted store throughput beside plaintext SQLite, measured in the same run.
 
-Writes: resources/s the way the processing stage writes a converted message: one patient's
-resources (a Patient and four Observations) prepared (``prepare_record``: checks, index terms,
-RFC 8785 JSON; in the daemon this runs in the worker processes, here it is timed with the
-writes) and stored with one ``ResourceStore.put_many`` (per-patient AES-256-GCM, blind indexes,
-salt and leaf hash). The baseline is a plaintext store of the same rows written with the same
-statements: the same tables, indexes and triggers (the change epoch of migration 41, which
-every insert into ``resources`` runs) with plaintext in place of ciphertext and plaintext
+Writes: resources/s the way the processing stage writes a converted message, messages in
+random patient order (:func:`workload` says why): one patient's resources (a Patient and
+four Observations) prepared (``prepare_record``: checks, index terms, RFC 8785 JSON; in the
+daemon this runs in the worker processes, here it is timed with the writes) and stored with
+one ``ResourceStore.put_many`` (per-patient AES-256-GCM, blind indexes, salt and leaf hash).
+The baseline is a plaintext store of the same rows written with the same statements: the
+same tables, indexes and triggers (the change epoch of migration 41, which every insert into
+``resources`` runs) with plaintext in place of ciphertext and plaintext
 identifier/demographic values (normalized the same way) in place of blind indexes, the same
 records made ready by the same ``prepare_record`` (a plaintext store fed by the same worker
 processes would prepare them the same way: the placeholder splice keeps the JSON off the
 writer, not the keys), the same salt and leaf hash (the ledger needs them either way), the
-same version lookup and index-row replacement per message, the same WAL +
-synchronous=FULL connection and the same transaction batching. Reads: ``read(type, id)``
-(decrypt and verify every check) against the same SELECT of the newest version's row +
-``json.loads`` into the same ``ResourceVersion`` (the record with its version, lastUpdated, row,
-salt, leaf hash and ledger index, which a plaintext store returns as well). A second, bare baseline
+same version lookup and index-row replacement per message, the same WAL + synchronous=FULL
+connection and the same transaction batching. Reads: ``read(type, id)`` (decrypt and verify
+every check) against the same SELECT of the newest version's row + ``json.loads`` into the
+same ``ResourceVersion`` (the record with its version, lastUpdated, row, salt, leaf hash and
+ledger index, which a plaintext store returns as well). A second, bare baseline
 (``json.dumps`` into one table, no leaf, no index rows) is printed for context.
 
 Run: .venv/bin/python bench/store.py [--patients 1000] [--batch 10]
@@ -50,7 +51,14 @@ Message = tuple[list[Resource], PatientRef]  # one patient's resources, written 
 
 
 def workload(patients: int) -> list[Message]:
-    """A Patient and four Observations per patient (~1 KiB of JSON each)."""
+    """A Patient and four Observations per patient (~1 KiB of JSON each), the messages in
+    random patient order, as a feed brings them: consecutive messages are for unrelated
+    patients. In MRN order (the order they are made in) each plaintext index insert of the
+    baseline (patient, identifiers, names) lands next to the previous one, a best case no
+    interface feed gives it, while the blind indexes' HMAC terms fall anywhere in either
+    order. WAL frames per 10-message transaction (counted in the -wal file): plaintext twin
+    65 in MRN order, 130 shuffled; encrypted store 144 and 156. The write ratio was 0.70 in
+    MRN order and is 0.77 shuffled (same run conditions)."""
     messages: list[Message] = []
     for n in range(patients):
         ref = PatientRef(SYSTEM, f"MRN{n:08d}")
@@ -81,6 +89,7 @@ def workload(patients: int) -> list[Message]:
                                   "system": "http://unitsofmeasure.org", "code": "g/dL"},
                 "referenceRange": [{"low": {"value": 12.0}, "high": {"value": 16.0}}],
             })
+    random.Random(3).shuffle(messages)
     return messages
 
 
