@@ -59,10 +59,19 @@ def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as create_server
             probe.bind((host, port))  # OSError (EADDRINUSE) when taken
-    first = socket.create_server((host, port), family=family, backlog=1024, reuse_port=True)
-    port = first.getsockname()[1]  # port 0 resolves once, for every worker
-    return [first, *(socket.create_server((host, port), family=family, backlog=1024,
-                                          reuse_port=True) for _ in range(count - 1))]
+    made: list[socket.socket] = []
+    try:
+        while len(made) < count:
+            made.append(socket.create_server((host, port), family=family, backlog=1024,
+                                             reuse_port=True))
+            port = made[0].getsockname()[1]  # port 0 resolves once, for every worker
+    except BaseException:
+        # None of them is handed out: a socket left open would hold the port (and a file
+        # descriptor) for the life of a daemon that reports it could not bind.
+        for sock in made:
+            sock.close()
+        raise
+    return made
 
 
 class _Slot:

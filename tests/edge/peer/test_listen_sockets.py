@@ -53,3 +53,23 @@ def test_a_port_another_process_listens_on_is_refused() -> None:
             bind_sockets("127.0.0.1", taken.getsockname()[1], 2)
     finally:
         taken.close()
+
+
+def test_a_failed_bind_closes_the_sockets_already_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second socket fails (here: the process is out of file descriptors): the first is
+    closed, so the port is free again and nothing leaks from a daemon that could not bind."""
+    made: list[socket.socket] = []
+    real = socket.create_server
+
+    def create_server(*args: object, **kwargs: object) -> socket.socket:
+        if made:
+            raise OSError(24, "Too many open files")
+        sock = real(*args, **kwargs)  # type: ignore[arg-type]
+        made.append(sock)
+        return sock
+
+    monkeypatch.setattr(socket, "create_server", create_server)
+    with pytest.raises(OSError, match="Too many open files"):
+        bind_sockets("127.0.0.1", 0, 2)
+    (first,) = made
+    assert first.fileno() == -1  # closed
