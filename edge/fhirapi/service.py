@@ -184,25 +184,28 @@ class FHIRService:
                 authorization=request.headers.get("authorization"), peer_ip=request.peer_ip,
                 cert_subject=request.client_cert)
             return await self._dispatch(request, parts, client)
-        except FHIRAPIError as exc:
-            self.counts["errors"] += 1
+        except Exception as exc:  # noqa: BLE001 - every failure is answered (_failed)
+            return self._failed(request, exc)
+
+    def _failed(self, request: FHIRRequest, exc: Exception) -> FHIRResponse:
+        """The answer to a request, or to one entry of a batch, that raised ``exc``: its
+        OperationOutcome, counted and logged (by type and reason: no PHI in the messages)."""
+        if isinstance(exc, IntegrityError):
+            return self._not_verified(request, exc)
+        self.counts["errors"] += 1
+        if isinstance(exc, FHIRAPIError):
             if exc.status >= 500:
                 log.warning("FHIR request failed", extra={"fields": {
                     "method": request.method, "status": exc.status, "reason": exc.reason}})
             return self._json(exc.status, exc.outcome(), headers=exc.headers)
-        except StorageError as exc:
-            self.counts["errors"] += 1
+        if isinstance(exc, StorageError):
             log.error("FHIR request: storage failed", extra={"fields": {
                 "method": request.method, "reason": exc.reason}})
             return self._json(503, operation_outcome(503, "storage unavailable; retry later"),
                               headers={"Retry-After": "5"})
-        except IntegrityError as exc:
-            return self._not_verified(request, exc)
-        except Exception as exc:  # noqa: BLE001 - answered, logged by type: no PHI in messages
-            self.counts["errors"] += 1
-            log.error("FHIR request: internal error", extra={"fields": {
-                "method": request.method, "error": type(exc).__name__}})
-            return self._json(500, operation_outcome(500, "internal error"))
+        log.error("FHIR request: internal error", extra={"fields": {
+            "method": request.method, "error": type(exc).__name__}})
+        return self._json(500, operation_outcome(500, "internal error"))
 
     def _not_verified(self, request: FHIRRequest, exc: IntegrityError) -> FHIRResponse:
         """500 for a stored row that failed verification: the whole request fails (a search
@@ -635,7 +638,10 @@ class FHIRService:
 
     async def _batch(self, request: FHIRRequest, entries: list[Any],
                      client: Client) -> FHIRResponse:
-        """Each entry on its own (R4 3.1.0.11.1): its own inbox row, its own outcome."""
+        """Each entry on its own (R4 3.1.0.11.1): its own inbox row, its own outcome. An
+        entry that fails, storage and verification failures included, gets its own status
+        and OperationOutcome and the others go on: the batch is never answered with one error
+        status once an earlier entry may have been stored (a client would retry it whole)."""
         out = []
         for index, entry in enumerate(entries):
             where = f"Bundle.entry[{index}]"
@@ -643,9 +649,8 @@ class FHIRService:
                 sub = _sub_request(request, entry, where)
                 response = await self._dispatch(sub, [p for p in sub.path.split("/") if p],
                                                 client)
-            except FHIRAPIError as exc:
-                response = self._json(exc.status, operation_outcome(
-                    exc.status, exc.reason, exc.path), headers=exc.headers)
+            except Exception as exc:  # noqa: BLE001 - answered in the entry (_failed)
+                response = self._failed(request, exc)
             out.append(_batch_response_entry(response))
         return self._json(200, {"resourceType": "Bundle", "type": "batch-response",
                                 "entry": out})

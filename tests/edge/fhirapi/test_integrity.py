@@ -6,6 +6,7 @@ PHI. Driven through the real aiohttp server on loopback, on a real database file
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
@@ -127,7 +128,29 @@ async def test_other_records_still_read(api: Api) -> None:
         assert resp.status == 200
 
 
-async def _json(text: str) -> dict[str, Any]:
-    import json
+async def test_a_batch_answers_the_damaged_entry_alone(api: Api) -> None:
+    """R4 3.1.0.11.1: batch entries stand alone. The entry meeting the tampered row is its
+    own 500 (none of the record in it), the others are answered, and the batch is a 200
+    batch-response, not one error for entries that may have been done."""
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient/pat-1"}},
+        {"request": {"method": "GET", "url": "Observation/obs-1-0"}},
+        {"request": {"method": "GET", "url": "Patient/pat-1/_history/1"}},
+    ]}
+    async with api.http.post(api.url + "/", json=batch) as resp:
+        status, body = resp.status, await resp.text()
+    assert status == 200, body
+    answer = await _json(body)
+    assert answer["type"] == "batch-response"
+    codes = [e["response"]["status"].split()[0] for e in answer["entry"]]
+    assert codes == ["200", "500", "200"]
+    damaged = answer["entry"][1]
+    assert "resource" not in damaged
+    assert [i["code"] for i in damaged["response"]["outcome"]["issue"]] == ["exception"]
+    assert answer["entry"][0]["resource"]["id"] == "pat-1"
+    assert not any(p in json.dumps(damaged) for p in PHI)
+    assert api.service.counts["integrity_failures"] == 1
 
+
+async def _json(text: str) -> dict[str, Any]:
     return dict(json.loads(text))
