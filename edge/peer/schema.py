@@ -1,4 +1,5 @@
-"""The peer package's tables (migration 40; the registry is in :mod:`edge.storage.database`).
+"""The peer package's tables (migrations 40 and 43; the registry is in
+:mod:`edge.storage.database`).
 
 ``peer_jti``: request-context JWT ids seen, until they expire (replay protection that
 survives a restart). ``peer_notifications``: the webhook outbox; a notice is committed in
@@ -28,3 +29,19 @@ def _create_peer_tables(db: sqlite_utils.Database) -> None:
     )
     db.execute(f"CREATE INDEX peer_notifications_due ON {NOTIFICATIONS} (next_attempt_ms) "
                "WHERE state = 'pending'")
+
+
+@migration(43, "peer: jwt ids keyed by the id itself (WITHOUT ROWID)")
+def _jti_without_rowid(db: sqlite_utils.Database) -> None:
+    # Every peer request inserts its JWT id. As a rowid table with a TEXT primary key, each
+    # insert wrote three B-trees: the table, its automatic unique index on jti, and the
+    # expiry index; keyed by the id itself (https://www.sqlite.org/withoutrowid.html), two.
+    # Counted in the WAL of the peer service's audit transactions: 3 pages of peer_jti's
+    # B-trees rewritten per transaction before, 2 after (of ~23 pages in all).
+    db.execute(f"CREATE TABLE {JTI}_new (jti TEXT PRIMARY KEY, facility TEXT NOT NULL, "
+               "expires_ms INTEGER NOT NULL) WITHOUT ROWID")
+    db.execute(f"INSERT INTO {JTI}_new (jti, facility, expires_ms) "  # noqa: S608
+               f"SELECT jti, facility, expires_ms FROM {JTI}")
+    db.execute(f"DROP TABLE {JTI}")  # and its indexes
+    db.execute(f"ALTER TABLE {JTI}_new RENAME TO {JTI}")
+    db.execute(f"CREATE INDEX peer_jti_by_expiry ON {JTI} (expires_ms)")
