@@ -118,9 +118,9 @@ class GroupCommitter:
         # unlinks in the temp directory: an AuditBatcher op or a processing op touches more,
         # so the writer created and wrote a temp file nearly every transaction (measured on
         # the peer bench: ~1 openat and ~65% of the daemon's pwrite calls, the rest being
-        # the WAL). temp_store = MEMORY keeps sub-journals in memory
-        # (https://www.sqlite.org/tempfiles.html, section 2.5); they hold the pages one
-        # operation changed and are emptied when it is released.
+        # the WAL). temp_store = MEMORY keeps sub-journals in memory (sqlite.org/tempfiles.html,
+        # "Statement Journal Files"); they hold the pages one operation changed and are
+        # emptied when it is released.
         self._conn.execute("PRAGMA temp_store = MEMORY")
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
