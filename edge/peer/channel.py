@@ -13,7 +13,8 @@ Messages are tuples whose first item names them:
 - worker → daemon: ``("ready",)``; ``("audit", n, AuditWrite)``; ``("refused", n, events)``;
   ``("counters", {...})``;
 - daemon → worker: ``("start", Settings)`` (the first message); ``("answer", n, size,
-  error)`` for request ``n`` (``error`` None, ``"replayed"`` or a StorageError's text);
+  error)`` for request ``n`` (``error`` None, ``"replayed"``, an IntegrityError or a
+  StorageError's text: :func:`edge.peer.workers.commit_for_worker`);
   ``("settings", PeerSettings)`` after a reload; ``("counters?",)`` (answered by a
   ``counters`` message); ``("stop",)``.
 """

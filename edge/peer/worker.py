@@ -27,6 +27,7 @@ import sys
 from typing import Any
 
 from edge.config.model import Settings
+from edge.crypto.errors import IntegrityError
 from edge.crypto.keys import load_keyring
 from edge.heap import freeze_startup_heap
 from edge.logs import configure as configure_logging
@@ -74,13 +75,16 @@ class RemoteAuditSink:
         finally:
             self._waiting.pop(number, None)
 
-    def answer(self, number: int, size: int, error: str | None) -> None:
-        """The daemon's answer to request ``number``."""
+    def answer(self, number: int, size: int, error: str | IntegrityError | None) -> None:
+        """The daemon's answer to request ``number`` (see
+        :func:`edge.peer.workers.commit_for_worker` for ``error``)."""
         future = self._waiting.get(number)
         if future is None or future.done():
             return
         if error is None:
             future.set_result(size)
+        elif isinstance(error, IntegrityError):
+            future.set_exception(error)
         elif error == "replayed":
             future.set_exception(Replayed("replayed jti"))
         else:

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from adapters.base import format_address
 from edge.config.model import PeerSettings, Settings
+from edge.crypto.errors import IntegrityError
 from edge.errors import EdgeError
 from edge.peer.audit_batch import Replayed
 from edge.peer.audit_sink import LocalAuditSink
@@ -254,17 +255,28 @@ class PeerWorkers:
     async def _commit(self, writer: asyncio.StreamWriter, kind: str, number: int,
                       payload: Any) -> None:
         """Commit a worker's record and answer it (request ``number``)."""
-        size, error = 0, None
-        try:
-            size = await (self._sink.write(payload) if kind == "audit"
-                          else self._sink.refused(payload))
-        except Replayed:
-            error = "replayed"
-        except StorageError as exc:
-            error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - the worker must get an answer, not a hang
-            log.error("peer audit write failed", extra={"fields": {
-                "error": type(exc).__name__}})
-            error = "the audit write failed"
+        size, error = await commit_for_worker(self._sink, kind, payload)
         if not writer.is_closing():
             send(writer, "answer", number, size, error)
+
+
+async def commit_for_worker(sink: LocalAuditSink, kind: str,
+                            payload: Any) -> tuple[int, str | IntegrityError | None]:
+    """Commit a worker's ``audit`` or ``refused`` record; the answer's (log size, error), as
+    :meth:`edge.peer.worker.RemoteAuditSink.answer` reads it: error None, ``"replayed"``, the
+    IntegrityError itself (a key the writer could not unwrap: the worker answers 500 and
+    logs where, as the daemon's own process does; a 503 would invite retries that fail the
+    same way), or a StorageError's text (503, retry later)."""
+    try:
+        size = await (sink.write(payload) if kind == "audit" else sink.refused(payload))
+    except Replayed:
+        return 0, "replayed"
+    except IntegrityError as exc:
+        return 0, exc
+    except StorageError as exc:
+        return 0, str(exc)
+    except Exception as exc:  # noqa: BLE001 - the worker must get an answer, not a hang
+        log.error("peer audit write failed", extra={"fields": {
+            "error": type(exc).__name__}})
+        return 0, "the audit write failed"
+    return size, None

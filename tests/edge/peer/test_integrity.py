@@ -7,7 +7,9 @@ traceback or PHI; ``integrity_failures`` counts it. Never aiohttp's 500 with a t
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,11 @@ import pytest
 
 from edge.crypto.keys import load_keyring
 from edge.peer.audit_sink import LocalAuditSink
+from edge.peer.channel import receive, send
 from edge.peer.directory import cert_thumbprint
 from edge.peer.service import PeerResponse, PeerService
+from edge.peer.worker import RemoteAuditSink
+from edge.peer.workers import commit_for_worker
 from edge.store.keys import StoreKeys
 from edge.store.resources import ResourceStore
 from tests.edge.peer.support import HERE, PeerEnv, grant, make_env, observation, patient
@@ -283,3 +288,39 @@ async def test_a_system_key_the_refusal_audit_cannot_unwrap_is_a_500(
         assert (service.counters.integrity_failures, service.counters.refused) == (1, 0)
     finally:
         service.close()
+
+
+async def test_in_a_worker_a_key_the_daemons_writer_cannot_unwrap_is_a_500(
+        env: PeerEnv, caplog: pytest.LogCaptureFixture) -> None:
+    """As above, with the peer API in a worker process: the daemon's writer meets the
+    altered key and answers with the IntegrityError (edge.peer.workers.commit_for_worker),
+    so the worker answers 500 and logs where, not a 503 inviting retries that would fail
+    the same way."""
+    key_id = alter_key(env, "key_id = (SELECT key_id FROM resources WHERE id = 'pat-1')")
+    before = audit_rows(env)
+    kek = env.db.parent / "kek"
+    daemon_sink = LocalAuditSink(env.committer,
+                                 ResourceStore(StoreKeys(lambda: load_keyring(kek))))
+    ours, theirs = socket.socketpair()
+    worker_reader, worker_writer = await asyncio.open_connection(sock=ours)
+    daemon_reader, daemon_writer = await asyncio.open_connection(sock=theirs)
+    sink = RemoteAuditSink(worker_writer)
+    service = PeerService(facility=HERE, settings=env.service.settings, db_path=env.db,
+                          keys=env.store.keys, audit=sink)
+    try:
+        with caplog.at_level(logging.INFO):
+            asked = asyncio.ensure_future(env.get(EVERYTHING, service=service))
+            kind, number, payload = await receive(daemon_reader)
+            size, error = await commit_for_worker(daemon_sink, kind, payload)
+            send(daemon_writer, "answer", number, size, error)
+            message = await receive(worker_reader)
+            sink.answer(*message[1:])
+            answer = await asked
+        assert_not_served(answer)
+        writer_error_line(caplog, "audit", key_id)
+        assert (service.counters.integrity_failures, service.counters.unavailable) == (1, 0)
+    finally:
+        service.close()
+        for writer in (worker_writer, daemon_writer):
+            writer.close()
+    assert audit_rows(env) == before
