@@ -88,6 +88,14 @@ class PeerEnv:
     def connect(self) -> sqlite3.Connection:
         return connect(self.db)
 
+    def one(self, query: str, *params: Any) -> Any:
+        """The first column of the first row of ``query``, on a connection of its own."""
+        conn = self.connect()
+        try:
+            return conn.execute(query, params).fetchone()[0]
+        finally:
+            conn.close()
+
     def execute(self, statement: str, *params: Any) -> None:
         """One statement, committed, on a connection of its own (a test altering rows)."""
         conn = self.connect()
@@ -179,3 +187,12 @@ def withdraw(env: PeerEnv, consent_id: str, ref: PatientRef = REF) -> None:
                facility=HERE, now=dt.datetime.now(dt.UTC))
     finally:
         conn.close()
+
+
+def flip_byte(env: PeerEnv, rid: str) -> int:
+    """One ciphertext byte of ``rid``'s version 1 flipped, in the database file; its row."""
+    row = int(env.one("SELECT row FROM resources WHERE id = ? AND version = 1", rid))
+    body = bytearray(env.one("SELECT body FROM resources WHERE row = ?", row))
+    body[40] ^= 0x01
+    env.execute("UPDATE resources SET body = ? WHERE row = ?", bytes(body), row)
+    return row

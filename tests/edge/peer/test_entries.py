@@ -25,6 +25,7 @@ from tests.edge.peer.support import (
     REF,
     SYSTEM,
     PeerEnv,
+    flip_byte,
     grant,
     make_env,
     observation,
@@ -166,14 +167,7 @@ async def test_a_resource_moved_by_a_new_version_leaves_the_first_patients_listi
 async def test_a_tampered_row_is_not_served_from_the_cache(env: PeerEnv,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     await everything(env)
-    conn = env.connect()
-    try:
-        (body,) = conn.execute("SELECT body FROM resources WHERE id = 'obs-3'").fetchone()
-        with conn:
-            conn.execute("UPDATE resources SET body = ? WHERE id = 'obs-3'",
-                         (body[:40] + bytes([body[40] ^ 1]) + body[41:],))
-    finally:
-        conn.close()
+    flip_byte(env, "obs-3")
     assert "failed authentication" in await not_served(env, caplog)
 
 

@@ -25,7 +25,15 @@ from edge.peer.worker import RemoteAuditSink
 from edge.peer.workers import commit_for_worker
 from edge.store.keys import StoreKeys
 from edge.store.resources import ResourceStore
-from tests.edge.peer.support import HERE, PeerEnv, grant, make_env, observation, patient
+from tests.edge.peer.support import (
+    HERE,
+    PeerEnv,
+    flip_byte,
+    grant,
+    make_env,
+    observation,
+    patient,
+)
 from tests.edge.peer.test_unavailable import EVERYTHING, PHI, audit_rows, count, listening
 
 Tamper = Callable[[PeerEnv], int]  # alters the database, returns the row that fails
@@ -43,30 +51,11 @@ async def env(tmp_path: Path) -> AsyncIterator[PeerEnv]:
 
 
 def row_of(env: PeerEnv, rid: str, version: int = 1) -> int:
-    conn = env.connect()
-    try:
-        return int(conn.execute("SELECT row FROM resources WHERE id = ? AND version = ?",
-                                (rid, version)).fetchone()[0])
-    finally:
-        conn.close()
+    return int(env.one("SELECT row FROM resources WHERE id = ? AND version = ?", rid, version))
 
 
 def body_of(env: PeerEnv, row: int) -> bytes:
-    conn = env.connect()
-    try:
-        return bytes(conn.execute("SELECT body FROM resources WHERE row = ?",
-                                  (row,)).fetchone()[0])
-    finally:
-        conn.close()
-
-
-def flip_byte(env: PeerEnv, rid: str) -> int:
-    """One ciphertext byte of ``rid``'s newest row flipped, in the database file."""
-    row = row_of(env, rid)
-    body = bytearray(body_of(env, row))
-    body[40] ^= 0x01
-    env.execute("UPDATE resources SET body = ? WHERE row = ?", bytes(body), row)
-    return row
+    return bytes(env.one("SELECT body FROM resources WHERE row = ?", row))
 
 
 def swap_bodies(env: PeerEnv) -> int:
@@ -90,39 +79,42 @@ def replay_old_version(env: PeerEnv) -> int:
     return new
 
 
-def alter_wrapped_key(env: PeerEnv) -> int:
-    """The patient's wrapped data key altered: it no longer unwraps (seen by a service that
-    has not opened it yet: a restarted daemon)."""
+def alter_key(env: PeerEnv, where: str) -> str:
+    """The ``data_keys`` row ``where`` selects altered so that it no longer unwraps."""
     conn = env.connect()
     try:
         key_id, wrapped = conn.execute(
-            "SELECT k.key_id, k.wrapped FROM data_keys k JOIN resources r "
-            "ON r.key_id = k.key_id WHERE r.id = 'pat-1'").fetchone()
-        altered = bytearray(wrapped)
-        altered[-1] ^= 0x01
+            f"SELECT key_id, wrapped FROM data_keys WHERE {where}").fetchone()
         with conn:
             conn.execute("UPDATE data_keys SET wrapped = ? WHERE key_id = ?",
-                         (bytes(altered), key_id))
+                         (wrapped[:-1] + bytes([wrapped[-1] ^ 1]), key_id))
+        return str(key_id)
     finally:
         conn.close()
+
+
+def alter_wrapped_key(env: PeerEnv) -> int:
+    """The patient's wrapped data key altered: it no longer unwraps (seen by a service that
+    has not opened it yet: a restarted daemon)."""
+    alter_key(env, "key_id = (SELECT key_id FROM resources WHERE id = 'pat-1')")
     return row_of(env, "pat-1")
+
+
+def unopened_keys(env: PeerEnv) -> StoreKeys:
+    """``env``'s keys as a process that has opened none of them yet sees them."""
+    kek = env.db.parent / "kek"
+    return StoreKeys(lambda: load_keyring(kek))
 
 
 def fresh_service(env: PeerEnv) -> PeerService:
     """A service with keys of its own, none of them opened yet (as after a restart)."""
-    kek = env.db.parent / "kek"
-    keys = StoreKeys(lambda: load_keyring(kek))
+    keys = unopened_keys(env)
     return PeerService(facility=HERE, settings=env.service.settings, db_path=env.db,
                        keys=keys, audit=LocalAuditSink(env.committer, ResourceStore(keys)))
 
 
 def key_of(env: PeerEnv, row: int) -> str:
-    conn = env.connect()
-    try:
-        return str(conn.execute("SELECT key_id FROM resources WHERE row = ?",
-                                (row,)).fetchone()[0])
-    finally:
-        conn.close()
+    return str(env.one("SELECT key_id FROM resources WHERE row = ?", row))
 
 
 def assert_not_served(answer: PeerResponse) -> None:
@@ -223,28 +215,12 @@ async def test_a_forged_identifier_index_row_is_a_500(
     assert "identifier index" in fields["problem"]
 
 
-def alter_key(env: PeerEnv, where: str) -> str:
-    """The ``data_keys`` row ``where`` selects altered so that it no longer unwraps."""
-    conn = env.connect()
-    try:
-        key_id, wrapped = conn.execute(
-            f"SELECT key_id, wrapped FROM data_keys WHERE {where}").fetchone()
-        with conn:
-            conn.execute("UPDATE data_keys SET wrapped = ? WHERE key_id = ?",
-                         (wrapped[:-1] + bytes([wrapped[-1] ^ 1]), key_id))
-        return str(key_id)
-    finally:
-        conn.close()
-
-
 def fresh_writer(env: PeerEnv) -> PeerService:
     """A service reading with ``env``'s keys (opened already) whose audit writes go through
     a store with keys of its own, none opened yet: the writer meets the altered key."""
-    kek = env.db.parent / "kek"
-    keys = StoreKeys(lambda: load_keyring(kek))
     return PeerService(facility=HERE, settings=env.service.settings, db_path=env.db,
                        keys=env.store.keys,
-                       audit=LocalAuditSink(env.committer, ResourceStore(keys)))
+                       audit=LocalAuditSink(env.committer, ResourceStore(unopened_keys(env))))
 
 
 def writer_error_line(caplog: pytest.LogCaptureFixture, step: str, key_id: str) -> None:
@@ -298,9 +274,7 @@ async def test_in_a_worker_a_key_the_daemons_writer_cannot_unwrap_is_a_500(
     the same way."""
     key_id = alter_key(env, "key_id = (SELECT key_id FROM resources WHERE id = 'pat-1')")
     before = audit_rows(env)
-    kek = env.db.parent / "kek"
-    daemon_sink = LocalAuditSink(env.committer,
-                                 ResourceStore(StoreKeys(lambda: load_keyring(kek))))
+    daemon_sink = LocalAuditSink(env.committer, ResourceStore(unopened_keys(env)))
     ours, theirs = socket.socketpair()
     worker_reader, worker_writer = await asyncio.open_connection(sock=ours)
     daemon_reader, daemon_writer = await asyncio.open_connection(sock=theirs)

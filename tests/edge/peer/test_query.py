@@ -22,7 +22,7 @@ from edge.peer.query import CheckpointRoots, Credentials, QuerySpec, query_peer
 from edge.peer.service import PeerService
 from ledger_client.checkpoint import NoteSigner
 from tests.edge.peer.listening import listening
-from tests.edge.peer.support import HERE, SYSTEM, PeerEnv, grant, make_env, patient
+from tests.edge.peer.support import HERE, SYSTEM, PeerEnv, flip_byte, grant, make_env, patient
 from tests.edge.peer.test_unavailable import RefusingWrites
 
 
@@ -79,14 +79,7 @@ async def test_a_member_answering_503_is_unavailable(tmp_path: Path, env: PeerEn
 
 
 async def test_a_member_answering_500_is_an_error(tmp_path: Path, env: PeerEnv) -> None:
-    conn = env.connect()
-    try:
-        (body,) = conn.execute("SELECT body FROM resources WHERE id = 'pat-1'").fetchone()
-        with conn:
-            conn.execute("UPDATE resources SET body = ? WHERE id = 'pat-1'",
-                         (body[:40] + bytes([body[40] ^ 1]) + body[41:],))
-    finally:
-        conn.close()
+    flip_byte(env, "pat-1")
     async with member(tmp_path, env, env.service) as m:
         outcome = await query_peer(m.peer, SPEC, client=m.client, creds=m.creds,
                                    roots=CheckpointRoots())

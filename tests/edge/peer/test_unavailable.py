@@ -83,11 +83,7 @@ def service_on(env: PeerEnv, audit: AuditSink, db: Path | None = None) -> Iterat
 
 
 def count(env: PeerEnv, sql: str) -> int:
-    conn = env.connect()
-    try:
-        return int(conn.execute(sql).fetchone()[0])
-    finally:
-        conn.close()
+    return int(env.one(sql))
 
 
 def audit_rows(env: PeerEnv) -> int:
