@@ -75,7 +75,7 @@ from edge.peer.entries import EntryCache, Record, RecordCache, bundle_json
 from edge.peer.errors import ContextError, RequestRefused
 from edge.peer.patients import by_demographics, by_id, by_identifier
 from edge.storage.database import connect
-from edge.storage.errors import StorageError
+from edge.storage.errors import StorageError, storage_error
 from edge.store._tx import read_snapshot
 from edge.store.keys import PatientRef, StoreKeys, patient_ref_of
 from edge.store.prepared import PreparedRecord
@@ -250,10 +250,8 @@ class PeerService:
             with read_snapshot(conn):
                 return fn(conn)
         except sqlite3.DatabaseError as exc:
-            # Translated at the boundary (design: one error root per package). SQLite's
-            # messages name tables and conditions (locked, disk I/O), never row values.
-            raise StorageError("read", f"{type(exc).__name__}: {exc}",
-                               retriable=isinstance(exc, sqlite3.OperationalError)) from None
+            # Translated at the boundary (design: one error root per package).
+            raise storage_error(exc, "read") from None
         finally:
             self._readers.put(conn)
 

@@ -42,12 +42,8 @@ from edge.inbox.store import PAYLOAD_VERSION
 from edge.normalize.context import NormalizeContext
 from edge.processing.worker import Converted, Failed, Outcome, convert, kind_of
 from edge.storage.database import connect
-from edge.storage.group_commit import (
-    BACKGROUND_IDLE_S,
-    BACKGROUND_MAX_WAIT_S,
-    GroupCommitter,
-    storage_error,
-)
+from edge.storage.errors import storage_error
+from edge.storage.group_commit import BACKGROUND_IDLE_S, BACKGROUND_MAX_WAIT_S, GroupCommitter
 from edge.store.keys import PatientRef, StoreKeys
 from edge.store.ledgered import put_prepared
 from edge.store.rekey import rekey_inbox_message

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from edge.storage.database import connect
-from edge.storage.errors import StorageError
+from edge.storage.errors import StorageError, storage_error
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -82,14 +82,6 @@ def _set_result(job: _Job[Any]) -> None:
         job.future.set_exception(job.error)
     else:
         job.future.set_result(job.result)
-
-
-def storage_error(exc: sqlite3.Error) -> StorageError:
-    """What a caller of :meth:`GroupCommitter.run` gets for a database error."""
-    text = str(exc)
-    # SQLITE_FULL, SQLITE_IOERR and SQLITE_BUSY/LOCKED clear up without a code change.
-    retriable = isinstance(exc, sqlite3.OperationalError)
-    return StorageError("commit", f"{exc.__class__.__name__}: {text}", retriable=retriable)
 
 
 class GroupCommitter:
