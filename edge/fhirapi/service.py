@@ -244,9 +244,7 @@ class FHIRService:
         if len(parts) == 1 and method == "GET":
             return await self._search(request, rtype, request.query)
         if parts[1:] == ["_search"] and method == "POST":
-            form = tuple(parse_qsl(request.body.decode("utf-8", "replace"),
-                                   keep_blank_values=True))
-            return await self._search(request, rtype, request.query + form)
+            return await self._search(request, rtype, _search_parameters(request))
         if len(parts) == 1 and method == "POST":
             return await self._create(request, rtype, client)
         if len(parts) == 2 and method == "PUT":
@@ -323,9 +321,7 @@ class FHIRService:
         if len(parts) == 1 and request.method == "GET":
             return await self._accounting_search(request, request.query, client)
         if parts[1:] == ["_search"] and request.method == "POST":
-            form = tuple(parse_qsl(request.body.decode("utf-8", "replace"),
-                                   keep_blank_values=True))
-            return await self._accounting_search(request, request.query + form, client)
+            return await self._accounting_search(request, _search_parameters(request), client)
         raise FHIRAPIError(405, "", "AuditEvent: only search, with patient (see /metadata)")
 
     async def _accounting_search(self, request: FHIRRequest, query: Sequence[tuple[str, str]],
@@ -693,6 +689,13 @@ class FHIRService:
     def _json(status: int, body: dict[str, Any], *,
               headers: Mapping[str, str] | None = None) -> FHIRResponse:
         return FHIRResponse(status, body, dict(headers or {}))
+
+
+def _search_parameters(request: FHIRRequest) -> tuple[tuple[str, str], ...]:
+    """A ``POST [type]/_search``'s parameters: the URL's, then the form body's (R4 http.html,
+    search by POST)."""
+    return request.query + tuple(parse_qsl(request.body.decode("utf-8", "replace"),
+                                           keep_blank_values=True))
 
 
 def _searchset(base: str, search: ParsedSearch, page: Sequence[ResourceVersion],
