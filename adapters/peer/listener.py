@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 Identify = Callable[[bytes | None], Peer | None]
 Handle = Callable[[PeerRequest], Awaitable[PeerResponse]]
+# A client that connects and then says nothing holds a socket at most this long.
+_HANDSHAKE_TIMEOUT_S = 10.0
 
 
 
@@ -50,10 +52,11 @@ class _Gate(asyncio.Protocol):
     """Admits a connection to the HTTP layer only for a member's certificate."""
 
     def __init__(self, make_inner: Callable[[], asyncio.Protocol], identify: Identify,
-                 counters: ListenerCounters) -> None:
+                 counters: ListenerCounters, on_closed: Callable[[], None]) -> None:
         self._make_inner = make_inner
         self._identify = identify
         self._counters = counters
+        self._on_closed = on_closed
         self._inner: asyncio.Protocol | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -81,6 +84,7 @@ class _Gate(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._inner is not None:
             self._inner.connection_lost(exc)
+        self._on_closed()
 
     def pause_writing(self) -> None:
         if self._inner is not None:
@@ -92,46 +96,69 @@ class _Gate(asyncio.Protocol):
 
 
 class PeerListener:
-    """Serves the peer API on ``host:port`` over mutual TLS."""
+    """Serves the peer API over mutual TLS: on ``host:port`` (:meth:`start`), or on
+    connections accepted elsewhere and handed over (:meth:`adopt`: a peer worker process
+    serves what the daemon accepted, :mod:`edge.peer.workers`)."""
 
     name = "peer"
 
     def __init__(self, host: str, port: int, context: ssl.SSLContext, identify: Identify,
-                 handle: Handle, *, sock: socket.socket | None = None) -> None:
-        """Binds ``host:port`` at :meth:`start`, or serves ``sock``, a listening socket bound
-        already (a peer worker process shares the daemon's: :mod:`edge.peer.workers`)."""
+                 handle: Handle, *, on_closed: Callable[[], None] | None = None) -> None:
+        """``on_closed`` is called once for every connection :meth:`adopt` took, when it
+        ends (refused in the handshake or by the gate, closed by either side)."""
         self._host, self._port = host, port
-        self._sock = sock
         self._context = context
         self._identify = identify
         self._handle = handle
+        self._on_closed = on_closed or (lambda: None)
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
+        self._adopting: set[asyncio.Task[None]] = set()
         self.counters = ListenerCounters()
         self.bound: list[str] = []
 
-    async def start(self) -> list[str]:
+    async def start(self, *, listen: bool = True) -> list[str]:
+        """Set up the HTTP application; bind and accept unless ``listen`` is False (then
+        connections arrive through :meth:`adopt` only)."""
         app = web.Application(client_max_size=64 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._view)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        server = self._runner.server
-        assert server is not None
-        loop = asyncio.get_running_loop()
-        gate = lambda: _Gate(server, self._identify, self.counters)  # noqa: E731
-        if self._sock is not None:
-            self._server = await loop.create_server(gate, sock=self._sock, ssl=self._context,
-                                                    ssl_handshake_timeout=10)
-        else:
-            self._server = await loop.create_server(gate, self._host, self._port,
-                                                    ssl=self._context, reuse_address=True,
-                                                    ssl_handshake_timeout=10)
-        self.bound = [format_address(sock.getsockname()) for sock in self._server.sockets]
+        if listen:
+            self._server = await asyncio.get_running_loop().create_server(
+                self._gate, self._host, self._port, ssl=self._context, reuse_address=True,
+                ssl_handshake_timeout=_HANDSHAKE_TIMEOUT_S)
+            self.bound = [format_address(sock.getsockname()) for sock in self._server.sockets]
         return self.bound
+
+    def _gate(self) -> _Gate:
+        server = self._runner.server if self._runner is not None else None
+        assert server is not None
+        return _Gate(server, self._identify, self.counters, self._on_closed)
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Serve ``sock``, a connection accepted by another process: the TLS handshake and
+        everything after it happen here, as for a connection :meth:`start` accepted."""
+        task = asyncio.create_task(self._handshake(sock))
+        self._adopting.add(task)
+        task.add_done_callback(self._adopting.discard)
+
+    async def _handshake(self, sock: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                self._gate, sock, ssl=self._context, ssl_handshake_timeout=_HANDSHAKE_TIMEOUT_S)
+        except (OSError, TimeoutError):  # ssl.SSLError is an OSError
+            # Refused in the handshake (no certificate, another CA's, revoked), or the peer
+            # went away: as asyncio's own accept loop does for a listening socket, nothing
+            # is reported beyond the handshake's failure; the gate never saw it.
+            sock.close()
+            self._on_closed()
 
     async def aclose(self, timeout: float = 10.0) -> None:
         if self._server is not None:
             self._server.close()
+        for task in self._adopting:
+            task.cancel()
         if self._runner is not None:
             await asyncio.wait_for(self._runner.cleanup(), timeout)
             self._runner = None

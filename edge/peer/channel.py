@@ -17,12 +17,18 @@ Messages are tuples whose first item names them:
   StorageError's text: :func:`edge.peer.workers.commit_for_worker`);
   ``("settings", PeerSettings)`` after a reload; ``("counters?",)`` (answered by a
   ``counters`` message); ``("stop",)``.
+
+Connections travel apart, over a second socketpair per worker (``SOCK_SEQPACKET``): each
+message is one byte with one accepted socket's descriptor attached (``SCM_RIGHTS``, Linux
+unix(7)): :func:`hand_connection`, :func:`take_connections`. A worker answers each with a
+``("closed",)`` on the channel when that connection ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import pickle
+import socket
 import struct
 from typing import Any, Final
 
@@ -55,3 +61,36 @@ def send(writer: asyncio.StreamWriter, *message: Any) -> None:
     both ends read continuously, so no drain is needed between them)."""
     payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     writer.write(_HEADER.pack(len(payload)) + payload)
+
+
+def handoff_pair() -> tuple[socket.socket, socket.socket]:
+    """(the daemon's end, the worker's end) of a connection handoff; the daemon's does not
+    block: a worker that stopped reading must not stall its accept loop."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    return ours, theirs
+
+
+def hand_connection(handoff: socket.socket, connection: socket.socket) -> None:
+    """Pass ``connection`` to the worker at the other end of ``handoff`` (the caller closes
+    its own copy). Raises OSError: the worker is gone, or its queue is full."""
+    socket.send_fds(handoff, [b"c"], [connection.fileno()])
+
+
+def take_connections(handoff: socket.socket) -> list[socket.socket] | None:
+    """The connections waiting on a (non-blocking) ``handoff``; None once the daemon closed
+    its end."""
+    taken: list[socket.socket] = []
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(handoff, 1, 1)
+        except BlockingIOError:
+            return taken
+        except OSError:
+            data, fds = b"", []
+        taken += [socket.socket(fileno=fd) for fd in fds]
+        if not data:
+            # End of stream: the daemon closed its end (or the pair broke).
+            for sock in taken:
+                sock.close()
+            return None

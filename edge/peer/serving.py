@@ -1,13 +1,13 @@
 """The peer API as one process serves it: the member directory, the service and its
 mutual-TLS listener, kept together so a reload changes them together. The daemon runs one
 with ``[peer].workers = 0`` (:mod:`edge.peer.runtime`); otherwise each worker process runs
-one on the daemon's socket (:mod:`edge.peer.worker`)."""
+one on the connections the daemon hands it (:mod:`edge.peer.worker`)."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import asdict
 
 from adapters.peer.listener import PeerListener
@@ -27,11 +27,13 @@ def tls_context(peer: PeerSettings) -> ssl.SSLContext:
 
 
 class PeerServer:
-    """Serves ``settings.peer``; on ``sock`` (bound already) when given, else on the
-    configured bind address. Durable writes go to ``audit``."""
+    """Serves ``settings.peer`` on the configured bind address, or (a worker process) on the
+    connections handed to ``listener.adopt``, reporting each one's end to ``on_closed``.
+    Durable writes go to ``audit``."""
 
     def __init__(self, settings: Settings, keys: StoreKeys, audit: AuditSink, *,
-                 sock: socket.socket | None = None, read_threads: int = READ_THREADS) -> None:
+                 on_closed: Callable[[], None] | None = None,
+                 read_threads: int = READ_THREADS) -> None:
         peer = settings.peer
         assert peer is not None
         self.directory = PeerDirectory.from_settings(peer.peers)
@@ -39,7 +41,8 @@ class PeerServer:
                                    db_path=database_path(settings.storage.dir), keys=keys,
                                    audit=audit, read_threads=read_threads)
         self.listener = PeerListener(peer.bind.host, peer.bind.port, tls_context(peer),
-                                     self._identify, self.service.handle, sock=sock)
+                                     self._identify, self.service.handle,
+                                     on_closed=on_closed)
 
     def _identify(self, der: bytes | None) -> Peer | None:
         return self.directory.identify(der)

@@ -1,15 +1,17 @@
-"""A peer worker process: serves the peer API on the daemon's listening socket.
+"""A peer worker process: serves the peer API on connections the daemon accepted.
 
 Why processes: a lookup is CPU work in Python (TLS records, HTTP, the JWT's Ed25519 check,
 the consent decision, opening rows, building the Bundle and the AuditEvents), and one
-process's GIL holds all of it to one core. The daemon binds the peer socket once and starts
-``[peer].workers`` of these (:mod:`edge.peer.workers`); each accepts on the shared socket
-(the kernel hands each connection to one of them), reads through its own read-only
+process's GIL holds all of it to one core. The daemon binds the peer socket, starts
+``[peer].workers`` of these (:mod:`edge.peer.workers`) and hands each connection it accepts
+to the worker holding the fewest; a worker does the TLS handshake and serves every request
+of that connection, reports when it closes, reads through its own read-only
 connections and caches, and sends each request's durable record to the daemon, whose single
 writer commits it (:class:`RemoteAuditSink`); the answer leaves only after that commit, as
 in the daemon's own process.
 
-Started as ``python -m edge.peer.worker LISTEN_FD CHANNEL_FD`` by the daemon, never by hand.
+Started as ``python -m edge.peer.worker HANDOFF_FD CHANNEL_FD`` by the daemon, never by hand
+(``HANDOFF_FD``: where connections arrive, :func:`edge.peer.channel.take_connections`).
 The first message on the channel is the daemon's :class:`~edge.config.model.Settings`.
 The worker ends when the daemon says ``stop``, on SIGTERM (systemd signals the whole unit),
 or when the channel closes (the daemon is gone: nobody could commit its audit records).
@@ -32,7 +34,7 @@ from edge.crypto.keys import load_keyring
 from edge.heap import freeze_startup_heap
 from edge.logs import configure as configure_logging
 from edge.peer.audit_batch import AuditWrite, Replayed
-from edge.peer.channel import receive, send
+from edge.peer.channel import receive, send, take_connections
 from edge.peer.serving import PeerServer
 from edge.storage.errors import StorageError
 from edge.store.keys import StoreKeys
@@ -98,13 +100,15 @@ class RemoteAuditSink:
 
 
 class _Worker:
-    def __init__(self, settings: Settings, listen: socket.socket,
+    def __init__(self, settings: Settings, handoff: socket.socket,
                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._settings = settings
+        self._handoff = handoff
         self._reader, self._writer = reader, writer
         self.sink = RemoteAuditSink(writer)
         keys = StoreKeys(lambda: load_keyring(settings.keys.kek_file))
-        self.server = PeerServer(settings, keys, self.sink, sock=listen, read_threads=0)
+        self.server = PeerServer(settings, keys, self.sink, on_closed=self._closed,
+                                 read_threads=0)
         self._stop = asyncio.Event()
         self._sent: dict[str, int] = {}
 
@@ -113,6 +117,25 @@ class _Worker:
         if (always or counters != self._sent) and not self._writer.is_closing():
             send(self._writer, "counters", counters)
             self._sent = counters
+
+    def _closed(self) -> None:
+        """A connection ended: the daemon counts what each worker holds, to balance."""
+        if not self._writer.is_closing():
+            send(self._writer, "closed")
+
+    def _take(self) -> None:
+        """Serve the connections the daemon handed over; stop taking when it closed its end."""
+        connections = take_connections(self._handoff)
+        if connections is None:
+            self._stop_taking()
+            return
+        for sock in connections:
+            self.server.listener.adopt(sock)
+
+    def _stop_taking(self) -> None:
+        if self._handoff.fileno() >= 0:
+            asyncio.get_running_loop().remove_reader(self._handoff)
+            self._handoff.close()
 
     async def _report(self) -> None:
         while True:
@@ -141,15 +164,17 @@ class _Worker:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        await self.server.listener.start()
+        await self.server.listener.start(listen=False)
+        loop.add_reader(self._handoff, self._take)
         freeze_startup_heap()
         send(self._writer, "ready")
         listening = asyncio.create_task(self._listen())
         reporting = asyncio.create_task(self._report())
         try:
             await self._stop.wait()
-            # Stop accepting, let the requests in flight finish (their audit answers still
-            # arrive while the channel is open), then say what was counted.
+            # Stop taking connections, let the requests in flight finish (their audit answers
+            # still arrive while the channel is open), then say what was counted.
+            self._stop_taking()
             await self.server.aclose(self._settings.daemon.shutdown_timeout_s)
             self._push_counters()
             with contextlib.suppress(ConnectionError):  # the daemon may be gone already
@@ -162,14 +187,15 @@ class _Worker:
             self._writer.close()
 
 
-async def _serve(listen_fd: int, channel_fd: int) -> None:
-    listen = socket.socket(fileno=listen_fd)
+async def _serve(handoff_fd: int, channel_fd: int) -> None:
+    handoff = socket.socket(fileno=handoff_fd)
+    handoff.setblocking(False)
     reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=channel_fd))
     kind, settings = await receive(reader)
     if kind != "start" or not isinstance(settings, Settings) or settings.peer is None:
         raise SystemExit("peer worker: the daemon's first message was not its settings")
     configure_logging(settings.logging.level, settings.logging.format)
-    await _Worker(settings, listen, reader, writer).run()
+    await _Worker(settings, handoff, reader, writer).run()
 
 
 def main(argv: list[str]) -> int:
@@ -177,7 +203,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if len(argv) != 3:
-        print("usage: python -m edge.peer.worker LISTEN_FD CHANNEL_FD (started by the daemon)",
+        print("usage: python -m edge.peer.worker HANDOFF_FD CHANNEL_FD (started by the daemon)",
               file=sys.stderr)
         return 64  # EX_USAGE
     asyncio.run(_serve(int(argv[1]), int(argv[2])))

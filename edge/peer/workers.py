@@ -1,16 +1,15 @@
 """The daemon's side of the peer worker processes (:mod:`edge.peer.worker`).
 
-The daemon binds the peer sockets itself, one per worker on one address (so port 0 resolves
-once, ``daemon.json`` names the one address every worker serves, and the kernel balances
-connections: :func:`bind_sockets`), starts ``[peer].workers`` processes that accept on them,
-and commits what they send through its :class:`~edge.peer.audit_sink.LocalAuditSink`: the
+The daemon binds the peer socket and accepts on it, starts ``[peer].workers`` processes and
+hands each connection to the one holding the fewest (:class:`PeerWorkers`, docs there), and
+commits what they send through its :class:`~edge.peer.audit_sink.LocalAuditSink`: the
 writer, the anchorer's wake-up and the notification outbox stay in the daemon, so a request
 answered by any worker has its JWT id, AuditEvents and notice committed exactly as when the
 daemon serves it itself.
 
 A worker that dies is started again (after 1 s, doubling up to 30 s while they keep dying);
-its connections in flight are lost to the client, never a committed record (a request is
-answered only after its commit). Its counters are kept.
+its connections are lost to their clients, never a committed record (a request is answered
+only after its commit), and new ones go to the others meanwhile. Its counters are kept.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from edge.crypto.errors import IntegrityError
 from edge.errors import EdgeError
 from edge.peer.audit_batch import Replayed
 from edge.peer.audit_sink import LocalAuditSink
-from edge.peer.channel import ChannelError, receive, send
+from edge.peer.channel import ChannelError, hand_connection, handoff_pair, receive, send
 from edge.storage.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -46,33 +45,12 @@ class PeerWorkerError(EdgeError):
     fault = "environment"
 
 
-def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
-    """The peer API's listening sockets, one per worker, bound to one address with
-    SO_REUSEPORT (Linux socket(7)): the kernel spreads new connections over them by a hash of
-    each connection's addresses. One socket shared by every worker left that to whichever
-    worker woke first, and asyncio accepts all it can per wake-up: under bench/peer.py one
-    worker took all 16 keep-alive connections and a whole core while the other idled.
-
-    A port someone already listens on is refused as a plain bind would refuse it (SO_REUSEPORT
-    would otherwise let a second daemon of the same user share it silently)."""
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The peer API's listening socket (non-blocking: the daemon's event loop accepts)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    if port:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as create_server
-            probe.bind((host, port))  # OSError (EADDRINUSE) when taken
-    made: list[socket.socket] = []
-    try:
-        while len(made) < count:
-            made.append(socket.create_server((host, port), family=family, backlog=1024,
-                                             reuse_port=True))
-            port = made[0].getsockname()[1]  # port 0 resolves once, for every worker
-    except BaseException:
-        # None of them is handed out: a socket left open would hold the port (and a file
-        # descriptor) for the life of a daemon that reports it could not bind.
-        for sock in made:
-            sock.close()
-        raise
-    return made
+    sock = socket.create_server((host, port), family=family, backlog=1024)
+    sock.setblocking(False)
+    return sock
 
 
 class _Slot:
@@ -80,9 +58,9 @@ class _Slot:
 
     def __init__(self, index: int) -> None:
         self.index = index
-        # Its listening socket, kept open here while the worker restarts: connections the
-        # kernel hashes to it wait in its backlog for the replacement instead of failing.
-        self.sock: socket.socket | None = None
+        self.handoff: socket.socket | None = None  # set while its worker takes connections
+        self.open = 0  # connections handed to the running worker and not reported closed
+        self.handed = 0  # ever handed, to rotate among workers holding as many
         self.process: asyncio.subprocess.Process | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.counters: dict[str, int] = {}
@@ -90,7 +68,18 @@ class _Slot:
 
 
 class PeerWorkers:
-    """Starts, feeds, restarts and stops the peer worker processes."""
+    """Starts, feeds, restarts and stops the peer worker processes, and spreads the peer
+    connections over them.
+
+    Balancing: the daemon accepts each connection and passes it (its descriptor) to the
+    running worker holding the fewest open connections; the worker does the TLS handshake.
+    Peer connections are few and long-lived (keep-alive), so where each one lands decides a
+    worker's share of the load for as long as it stays open. Letting the kernel choose
+    (SO_REUSEPORT, a hash of each connection's addresses) split bench/peer.py's 16 clients
+    3/13, 5/11, 9/7, 6/10, 9/7 in five runs: the worker holding 13 ran its event loop at a
+    core's limit while the other idled, and every request on it queued behind the others.
+    While no worker runs, connections wait in the listening socket's backlog.
+    """
 
     def __init__(self, settings: Settings, sink: LocalAuditSink, count: int) -> None:
         assert settings.peer is not None and count >= 1
@@ -101,19 +90,21 @@ class PeerWorkers:
         self._requests: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._retired: Counter[str] = Counter()  # the counts of workers that ended
+        self._sock: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._taking = asyncio.Event()  # some worker takes connections
         self.bound: list[str] = []
         self.restarts = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> list[str]:
-        """Bind the socket and start every worker; returns once all of them accept."""
+        """Bind the socket and start every worker; returns once all of them serve."""
         peer = self._settings.peer
         assert peer is not None
-        sockets = bind_sockets(peer.bind.host, peer.bind.port, len(self._slots))
-        for slot, sock in zip(self._slots, sockets, strict=True):
-            slot.sock = sock
-        self.bound = [format_address(sockets[0].getsockname())]
+        self._sock = bind_socket(peer.bind.host, peer.bind.port)
+        self.bound = [format_address(self._sock.getsockname())]
+        self._accepting = asyncio.create_task(self._accept(self._sock), name="peer-accept")
         ready = [asyncio.get_running_loop().create_future() for _ in self._slots]
         self._supervisors = [asyncio.create_task(self._supervise(slot, started),
                                                  name=f"peer-worker-{slot.index}")
@@ -129,6 +120,11 @@ class PeerWorkers:
         """Ask every worker to stop (they finish their requests in flight, whose audit
         records are still committed here), wait up to ``timeout``, then kill what is left."""
         self._stopping = True
+        if self._accepting is not None:
+            self._accepting.cancel()
+        if self._sock is not None:
+            self._sock.close()  # no new connections; the workers finish the ones they hold
+            self._sock = None
         for _, writer in self._connected():
             send(writer, "stop")
         waits = [slot.process.wait() for slot in self._slots if slot.process is not None]
@@ -142,11 +138,10 @@ class PeerWorkers:
                 await slot.process.wait()
         for task in self._supervisors:
             task.cancel()
-        await asyncio.gather(*self._supervisors, *self._requests, return_exceptions=True)
-        for slot in self._slots:
-            if slot.sock is not None:
-                slot.sock.close()
-                slot.sock = None
+        tasks = [*self._supervisors, *self._requests]
+        if self._accepting is not None:
+            tasks.append(self._accepting)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def update(self, settings: PeerSettings) -> None:
         """A reloaded ``[peer]`` (directory, consent default, roles, limits) for every
@@ -182,6 +177,49 @@ class PeerWorkers:
             total.update(slot.counters)
         return dict(total)
 
+    # -- connections ----------------------------------------------------------------------
+
+    async def _accept(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._taking.wait()
+            try:
+                connection, _ = await loop.sock_accept(sock)
+            except OSError as exc:  # e.g. EMFILE: the backlog keeps the client waiting
+                log.error("peer connection not accepted", extra={"fields": {
+                    "error": type(exc).__name__}})
+                await asyncio.sleep(1.0)
+                continue
+            with connection:  # the worker holds its own descriptor once handed
+                self._hand(connection)
+
+    def _hand(self, connection: socket.socket) -> None:
+        """Give ``connection`` to the worker holding the fewest; the next one when it cannot
+        take it (it just ended, or stopped reading). None can: the connection is closed (the
+        client sees a reset and may retry) and one WARNING line says so."""
+        taking = [slot for slot in self._slots if slot.handoff is not None]
+        for slot in sorted(taking, key=lambda s: (s.open, s.handed)):
+            assert slot.handoff is not None
+            try:
+                hand_connection(slot.handoff, connection)
+            except OSError:
+                continue
+            slot.open += 1
+            slot.handed += 1
+            return
+        log.warning("peer connection closed: no worker could take it",
+                    extra={"fields": {"workers": len(taking)}})
+
+    def _serving(self, slot: _Slot, handoff: socket.socket | None) -> None:
+        """``slot``'s worker takes connections on ``handoff`` from now on (None: no more)."""
+        if slot.handoff is not None:
+            slot.handoff.close()
+        slot.handoff, slot.open = handoff, 0
+        if any(s.handoff is not None for s in self._slots):
+            self._taking.set()
+        else:
+            self._taking.clear()
+
     # -- one worker -----------------------------------------------------------------------
 
     async def _supervise(self, slot: _Slot, ready: asyncio.Future[None]) -> None:
@@ -215,15 +253,19 @@ class PeerWorkers:
 
     async def _run(self, slot: _Slot, ready: asyncio.Future[None]) -> None:
         """Start the worker and serve its channel until it closes."""
-        assert slot.sock is not None
         ours, theirs = socket.socketpair()
+        handoff, their_handoff = handoff_pair()
         try:
             slot.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "edge.peer.worker", str(slot.sock.fileno()),
-                str(theirs.fileno()), pass_fds=(slot.sock.fileno(), theirs.fileno()),
+                sys.executable, "-m", "edge.peer.worker", str(their_handoff.fileno()),
+                str(theirs.fileno()), pass_fds=(their_handoff.fileno(), theirs.fileno()),
                 stdin=subprocess.DEVNULL)
+        except BaseException:
+            handoff.close()
+            raise
         finally:
             theirs.close()
+            their_handoff.close()
         reader, writer = await asyncio.open_connection(sock=ours)
         slot.writer = writer
         send(writer, "start", self._settings)
@@ -239,12 +281,20 @@ class PeerWorkers:
                     slot.counters = dict(message[1])
                     if slot.fresh is not None and not slot.fresh.done():
                         slot.fresh.set_result(None)
-                elif kind == "ready" and not ready.done():
-                    ready.set_result(None)
+                elif kind == "closed":
+                    slot.open = max(0, slot.open - 1)
+                elif kind == "ready":
+                    self._serving(slot, handoff)
+                    if not ready.done():
+                        ready.set_result(None)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the worker ended: its exit status is read below
         finally:
             slot.writer = None
+            if slot.handoff is handoff:
+                self._serving(slot, None)
+            else:
+                handoff.close()
             writer.close()
             if slot.process.returncode is None and not self._stopping:
                 slot.process.kill()  # it broke the protocol: start a clean one
