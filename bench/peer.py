@@ -163,10 +163,13 @@ _NEXT = b'"relation":"next","url":"'
 
 def next_link(body: bytes) -> str | None:
     """The Bundle's ``next`` link. The timed loop finds it without parsing the 300 KiB body
-    (the client's CPU is this machine's too), with ``bytes.find``: a regular expression
-    scanning the whole body was 16% of the client's CPU (py-spy) when there is no next page;
-    :func:`check_lookup` parses every page and checks this against the parsed link."""
-    start = body.find(_NEXT)
+    (the client's CPU is this machine's too), with ``bytes.find`` before the first
+    ``"entry"`` (our Bundles put ``link`` before ``entry``): a regular expression scanning
+    the whole body was 16% of the client's CPU (py-spy) when there is no next page, and
+    ``bytes.find`` over the whole body still 14% (its skip loop stops at every quote of the
+    JSON). :func:`check_lookup` parses every page and checks this against the parsed link."""
+    entries = body.find(b'"entry"')
+    start = body.find(_NEXT, 0, entries if entries >= 0 else len(body))
     if start < 0:
         return None
     start += len(_NEXT)
