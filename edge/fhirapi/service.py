@@ -641,12 +641,14 @@ class FHIRService:
         out = []
         for index, entry in enumerate(entries):
             where = f"Bundle.entry[{index}]"
+            sub = request  # until the entry is read: a malformed one is the batch's fault
             try:
                 sub = _sub_request(request, entry, where)
                 response = await self._dispatch(sub, [p for p in sub.path.split("/") if p],
                                                 client)
             except Exception as exc:  # noqa: BLE001 - answered in the entry (_failed)
-                response = self._failed(request, exc)
+                # Logged with the entry's method: the line says which interaction failed.
+                response = self._failed(sub, exc)
             out.append(_batch_response_entry(response))
         return self._json(200, {"resourceType": "Bundle", "type": "batch-response",
                                 "entry": out})
