@@ -108,6 +108,8 @@ class PeerRuntime:
             info["worker_restarts"] = self.workers.restarts
             info["worker_pids"] = [p.pid for p in self.workers.processes
                                    if p.returncode is None]
+            info["worker_connections"] = {str(pid): n for pid, n
+                                          in self.workers.connections().items()}
         if self.sender is not None:
             conn = connect(self._db_path, readonly=True)
             try:

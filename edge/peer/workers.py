@@ -160,6 +160,12 @@ class PeerWorkers:
         """The worker processes started last in each slot (running, or ended)."""
         return [slot.process for slot in self._slots if slot.process is not None]
 
+    def connections(self) -> dict[int, int]:
+        """Open connections each running worker holds, by pid: what the balancing sees (a
+        connection counts from its handoff until its worker reports it closed)."""
+        return {slot.process.pid: slot.open for slot in self._slots
+                if slot.process is not None and slot.process.returncode is None}
+
     async def refresh(self, timeout: float = 5.0) -> None:
         """Ask every worker for its counters now (they send changes every second anyway)."""
         waits = []

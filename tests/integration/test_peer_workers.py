@@ -11,6 +11,7 @@ import hashlib
 import json
 import socket
 import ssl
+import urllib.request
 from pathlib import Path
 
 from cryptography import x509
@@ -168,6 +169,11 @@ signing_key = "{vkey}"
         second = {connect(port) for _ in range(4)}
         after = await split(workers, port, 8)
         assert after[0] == second and after[1] == held_by[1]
+        # /status shows what the balancing counts, per worker.
+        admin = daemon.runtime()["admin"][0]  # type: ignore[index]
+        with urllib.request.urlopen(f"http://{admin}/status", timeout=10) as resp:
+            status = json.loads(resp.read())
+        assert status["peer"]["worker_connections"] == {str(pid): 4 for pid in workers}
         assert "Traceback" not in daemon.log()
     finally:
         for sock in held:
