@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.peer.tls import client_context
-from edge.devca import create_ca, issue
+from edge.devca import IssuedCert, create_ca, issue
 from ledger_client.checkpoint import NoteSigner
 from tests.integration.conftest import DaemonProcess, NotifySocket, make_instance
 
@@ -48,13 +48,14 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-async def test_workers_end_when_the_daemon_is_killed(tmp_path: Path,
-                                                     notify_socket: NotifySocket) -> None:
+def _instance(tmp_path: Path, *members: str) -> tuple[Path, IssuedCert, dict[str, IssuedCert]]:
+    """(config, CA, member certificates): an instance serving the peer API through two
+    workers under a dev CA; each of ``members`` gets a certificate and a directory entry."""
     tls = tmp_path / "tls"
     tls.mkdir()
     ca = create_ca(tls, name="t")
     server = issue(ca, tls, "server", common_name="server")
-    config = make_instance(tmp_path / "inst", f"""
+    text = f"""
 [peer]
 bind = "127.0.0.1:0"
 workers = 2
@@ -62,13 +63,36 @@ workers = 2
 cert = "{server.cert}"
 key = "{server.key}"
 ca = "{ca.cert}"
-""")
+"""
+    issued = {}
+    for name in members:
+        issued[name] = issue(ca, tls, name, common_name=name)
+        der = x509.load_pem_x509_certificate(issued[name].cert.read_bytes()).public_bytes(
+            serialization.Encoding.DER)
+        vkey = NoteSigner(f"hie-edge/{name}", Ed25519PrivateKey.generate()).verifier.vkey()
+        text += f"""
+[[peer.peers]]
+id = "{name}"
+url = "https://127.0.0.1:9"
+certificate_sha256 = "{hashlib.sha256(der).hexdigest()}"
+signing_key = "{vkey}"
+"""
+    return make_instance(tmp_path / "inst", text), ca, issued
+
+
+def _peer_port(daemon: DaemonProcess) -> int:
+    listeners = daemon.runtime()["listeners"]
+    assert isinstance(listeners, dict)
+    return int(listeners["peer"][0].rpartition(":")[2])
+
+
+async def test_workers_end_when_the_daemon_is_killed(tmp_path: Path,
+                                                     notify_socket: NotifySocket) -> None:
+    config, _, _ = _instance(tmp_path)
     daemon = DaemonProcess(config, notify_socket)
     try:
         daemon.wait_ready()
-        listeners = daemon.runtime()["listeners"]
-        assert isinstance(listeners, dict)
-        port = int(listeners["peer"][0].rpartition(":")[2])
+        port = _peer_port(daemon)
         workers = _children(daemon.proc.pid)
         assert len(workers) == 2
         daemon.kill()
@@ -109,28 +133,8 @@ async def test_connections_go_to_the_worker_holding_the_fewest(
     """Eight connections from a member split 4/4; when the four one worker holds close, the
     next four all go to it. (The kernel's SO_REUSEPORT hash, used before, splits eight 4/4
     with probability 70/256.)"""
-    tls = tmp_path / "tls"
-    tls.mkdir()
-    ca = create_ca(tls, name="t")
-    server = issue(ca, tls, "server", common_name="server")
-    member = issue(ca, tls, "member", common_name="member")
-    der = x509.load_pem_x509_certificate(member.cert.read_bytes()).public_bytes(
-        serialization.Encoding.DER)
-    vkey = NoteSigner("hie-edge/member", Ed25519PrivateKey.generate()).verifier.vkey()
-    config = make_instance(tmp_path / "inst", f"""
-[peer]
-bind = "127.0.0.1:0"
-workers = 2
-[peer.tls]
-cert = "{server.cert}"
-key = "{server.key}"
-ca = "{ca.cert}"
-[[peer.peers]]
-id = "member"
-url = "https://127.0.0.1:9"
-certificate_sha256 = "{hashlib.sha256(der).hexdigest()}"
-signing_key = "{vkey}"
-""")
+    config, ca, issued = _instance(tmp_path, "member")
+    member = issued["member"]
     context = client_context(cert=member.cert, key=member.key, ca=ca.cert)
     daemon = DaemonProcess(config, notify_socket)
     held: list[ssl.SSLSocket] = []
@@ -152,9 +156,7 @@ signing_key = "{vkey}"
 
     try:
         daemon.wait_ready()
-        listeners = daemon.runtime()["listeners"]
-        assert isinstance(listeners, dict)
-        port = int(listeners["peer"][0].rpartition(":")[2])
+        port = _peer_port(daemon)
         workers = _children(daemon.proc.pid)
         assert len(workers) == 2
         first = {connect(port) for _ in range(8)}
