@@ -67,7 +67,7 @@ class _Layout(Enum):
 
 
 _EXACT_INT = 2**53 - 1  # RFC 8785 numbers are IEEE-754 doubles (section 3.2.2.3)
-_FLOAT_SAME_LAYOUT = 1e-4  # from here up, repr() uses no exponent (see _json_layout)
+_FLOAT_SAME_LAYOUT = 1e-4  # from here up (to 2**53), no exponent either way (_json_layout)
 
 
 def _json_layout(node: Any) -> _Layout:
@@ -78,12 +78,13 @@ def _json_layout(node: Any) -> _Layout:
     test), and for the floats results carry; not for the other types orjson would serialize
     (UUIDs, enums, datetimes), which JCS has no form for.
 
-    Floats: JCS formats numbers as ECMAScript's Number::toString (RFC 8785 3.2.2.3), orjson
-    as Python's ``repr`` does. Both print the shortest digits that round-trip; they differ only
-    in layout: an integral value (``13.0`` vs ``13``) and the switch to exponents (``repr``
-    below 1e-4 and from 1e16, ECMAScript below 1e-6 and from 1e21). A finite, non-integral float of
-    magnitude at least 1e-4 (every non-integral double is below 2**53) is laid out the same
-    by both. An integral float below 2**53 is printed by ECMAScript as the integer it equals
+    Floats: JCS formats numbers as ECMAScript's Number::toString (RFC 8785 3.2.2.3). orjson
+    prints the same shortest digits that round-trip; the layouts differ for an integral value
+    (``13.0`` vs ``13``) and from 1e16, where orjson switches to an exponent and ECMAScript
+    only from 1e21 (both use one below 1e-6; the bound below is 1e-4, where ``json.dumps``,
+    used here before orjson, switched, and stays conservative). A finite, non-integral float
+    of magnitude at least 1e-4 (every non-integral double is below 2**53) is laid out the
+    same by both. An integral float below 2**53 is printed by ECMAScript as the integer it equals
     (doubles are spaced at most 1 apart there, so its shortest digits padded with zeros are
     that integer): as ``orjson.dumps`` prints ``int(value)``."""
     layout = _Layout.AS_IS
