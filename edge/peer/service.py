@@ -28,8 +28,10 @@ row fails verification (:class:`~edge.crypto.errors.IntegrityError`: tampered, s
 replayed, its key gone), the answer is 500 with an OperationOutcome ``exception`` and nothing
 of the request is released (see :func:`not_served`); one ERROR line names the row.
 
-Cost per request (issue 8's lookup target): the patient's listing of current rows is checked
-in every request's snapshot by one statement and read again only when it changed, a row
+Cost per request (issue 8's lookup target): the patient's listing of current rows (its
+Consent versions with the records asked for) is checked in every request's snapshot by one
+statement and read again only when it changed, a consent version is parsed into its rules
+once, a row
 unchanged since it was last opened is not decrypted again, and an entry whose receipt was
 built against the current checkpoint is not built again (:mod:`edge.peer.entries`); the
 Bundle is joined from the entries' JSON; the AuditEvents are serialized on the read thread
@@ -47,6 +49,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -67,11 +70,10 @@ from edge.peer.codes import (
     CLINICAL_TYPES,
     SERVED_TYPES,
 )
-from edge.peer.consent import active_provisions
 from edge.peer.context import ReplayCache, RequestContext, verify_context
 from edge.peer.decision import AccessDecision, Requester, decide
 from edge.peer.directory import Peer, cert_thumbprint
-from edge.peer.entries import EntryCache, Record, RecordCache, bundle_json
+from edge.peer.entries import ConsentRules, EntryCache, Record, RecordCache, bundle_json
 from edge.peer.errors import ContextError, RequestRefused
 from edge.peer.patients import by_demographics, by_id, by_identifier
 from edge.storage.database import connect
@@ -193,6 +195,10 @@ class PeerCounters:
     integrity_failures: int = 0  # answered 500: a stored row failed verification
 
 
+def _is_consent(record: Record) -> bool:
+    return record.type == "Consent"
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -225,7 +231,13 @@ class PeerService:
         self._all_readers: list[sqlite3.Connection] = []
         self.counters = PeerCounters()
         self._entries = EntryCache()
-        self._records = RecordCache(on_forget=self._entries.forget_leaves)
+        self._rules = ConsentRules()
+        self._records = RecordCache(on_forget=self._forget_leaves)
+
+    def _forget_leaves(self, leaves: set[bytes]) -> None:
+        """What was made of erased record versions (see RecordCache.forget_vanished)."""
+        self._entries.forget_leaves(leaves)
+        self._rules.forget_leaves(leaves)
 
     def update(self, settings: PeerSettings) -> None:
         """New consent default, roles, limits (SIGHUP); the next request uses them."""
@@ -459,20 +471,23 @@ class PeerService:
             plan.status = 404 if patient_id is not None else 200
             plan.patient = None
             return plan
-        plan.decision = decide(active_provisions(conn, self._store, plan.ref), requester,
+        # The patient's current Consent versions and the records the request may release,
+        # listed together: whether the patient's current rows changed is read in this
+        # snapshot on every request, and the listing and the opened rows are reused while
+        # they did not (see edge.peer.entries). A patient found has a key, so an indexer.
+        indexer = self._store.keys.existing_indexer(conn)
+        clinical = [t for t in types if t != "Patient"]
+        listed = [] if indexer is None else self._records.current(
+            conn, self._store, indexer.patient_key(plan.ref.system, plan.ref.value),
+            ("Consent", *clinical))
+        consents = list(takewhile(_is_consent, listed))  # listed in the order of the types
+        plan.decision = decide(self._rules.active(consents), requester,
                                policy=self.settings.default_consent,
                                break_glass_roles=self.settings.break_glass_roles, now=now)
         if not plan.decision.permitted:
             return plan
         found: list[Record] = [Record.of(plan.patient)] if "Patient" in types else []
-        clinical = [t for t in types if t != "Patient"]
-        indexer = self._store.keys.existing_indexer(conn)
-        if clinical and indexer is not None:
-            # Whether the patient's current rows changed is read in this snapshot on every
-            # request; the listing and the opened rows are reused while they did not
-            # (see edge.peer.entries).
-            owner = indexer.patient_key(plan.ref.system, plan.ref.value)
-            found += self._records.current(conn, self._store, owner, clinical)
+        found += listed[len(consents):]
         # The decision is this request's; what it reads of a record is fixed per version.
         releases: dict[tuple[str, frozenset[str], frozenset[str]], bool] = {}
         released = []

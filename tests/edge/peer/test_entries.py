@@ -13,8 +13,18 @@ from typing import Any
 
 import pytest
 
+from edge.peer import entries as entries_module
 from edge.peer.codes import RECEIPT_EXTENSION, RECEIPT_PENDING_EXTENSION
-from edge.peer.entries import EntryCache, Record, RecordCache, bundle_json, entry_json
+from edge.peer.consent import provisions_of
+from edge.peer.decision import Provision
+from edge.peer.entries import (
+    ConsentRules,
+    EntryCache,
+    Record,
+    RecordCache,
+    bundle_json,
+    entry_json,
+)
 from edge.store.erasure import erase_patient
 from edge.store.keys import PatientRef
 from edge.store.resources import ResourceVersion
@@ -200,6 +210,8 @@ async def test_an_erased_patients_records_leave_the_caches_at_the_next_request(
         env: PeerEnv) -> None:
     await everything(env)
     await everything(env, "/Patient/pat-2/$everything")
+    assert len(env.service._rules) == 2
+
     def held() -> set[str]:
         return {record.id for (_, record), _cost in records(env)._items.values()}
 
@@ -216,6 +228,9 @@ async def test_an_erased_patients_records_leave_the_caches_at_the_next_request(
     assert isinstance(entries, EntryCache)
     left = [json.loads(entry)["resource"]["id"] for entry, _ in entries._items.values()]
     assert "obs-50" not in left and "obs-2" in left
+    rules = env.service._rules
+    assert isinstance(rules, ConsentRules)
+    assert len(rules) == 1  # pat-1's consent; pat-2's went with its records
 
 
 async def test_consent_changes_count_from_the_next_request(env: PeerEnv) -> None:
@@ -224,6 +239,28 @@ async def test_consent_changes_count_from_the_next_request(env: PeerEnv) -> None
     assert "obs-99" in ids(await everything(env))
     withdraw(env, label)
     assert "obs-99" not in ids(await everything(env))
+
+
+async def test_a_consent_version_is_parsed_once_and_decided_on_every_request(
+        env: PeerEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[str] = []
+
+    def counting(consent: dict[str, Any]) -> list[Provision]:
+        parsed.append(f"{consent['id']}/{consent['status']}")
+        return provisions_of(consent)
+
+    monkeypatch.setattr(entries_module, "provisions_of", counting)
+    await everything(env)
+    reused = records(env).listings_reused
+    assert "obs-99" not in ids(await everything(env))
+    assert records(env).listings_reused == reused + 1 and len(parsed) == 1
+    label = grant(env, "pat-1", REF, facilities=("there",), labels=("PSY",))
+    assert "obs-99" in ids(await everything(env))
+    assert "obs-99" in ids(await everything(env))
+    assert parsed[1:] == [f"{label}/active"]  # only the new version, once
+    withdraw(env, label)
+    assert "obs-99" not in ids(await everything(env))
+    assert parsed[2:] == [f"{label}/inactive"]
 
 
 def version(n: int, body: dict[str, Any]) -> ResourceVersion:
