@@ -64,9 +64,10 @@ class PreparedRecord:
         return f"PreparedRecord({self.type}/{self.id})"
 
 
-def prepare_record(resource: Mapping[str, Any]) -> PreparedRecord:
+def prepare_record(resource: Mapping[str, Any], *, layout_known: bool = False) -> PreparedRecord:
     """Check ``resource`` and make it ready to store. Raises :class:`ResourceInputError`
-    (naming the element, never a value) for one the store cannot take."""
+    (naming the element, never a value) for one the store cannot take. ``layout_known``: as
+    :func:`ledger_client.leaf.canonical_json` says (for our own builders only)."""
     rtype, rid = resource.get("resourceType"), resource.get("id")
     if not isinstance(rtype, str) or not _RESOURCE_TYPE.fullmatch(rtype):
         raise ResourceInputError("Resource.resourceType", "missing or not a resource type")
@@ -79,7 +80,7 @@ def prepare_record(resource: Mapping[str, Any]) -> PreparedRecord:
     mark = "hie" + secrets.token_hex(16)
     record = {**resource, "meta": {**meta, "versionId": mark + "v", "lastUpdated": mark + "t"}}
     try:
-        template = canonical_json(record)
+        template = canonical_json(record, layout_known=layout_known)
     except LedgerError as exc:
         raise ResourceInputError(rtype, str(exc)) from None
     quoted = mark.encode("ascii")
