@@ -182,9 +182,9 @@ def write_audit(conn: sqlite3.Connection, store: ResourceStore, events: list[dic
 def prepare_audit(events: list[dict[str, Any]]) -> list[PreparedRecord]:
     """The events made ready to store (:func:`edge.store.prepared.prepare_record`), away from
     the writer: pass them to :func:`edge.store.ledgered.put_prepared` inside the
-    group-commit op. :func:`build_audit_event` writes literal ASCII keys, strings, booleans
-    and counts only, so their JSON layout is known (tests/edge/peer/test_audit.py checks
-    every pattern against the walk and rfc8785)."""
+    group-commit op. :func:`build_audit_event` writes literal ASCII keys, strings and
+    booleans only (counts as strings), so their JSON layout is known
+    (tests/edge/peer/test_audit.py checks every pattern against the walk and rfc8785)."""
     return [prepare_record(event, layout_known=True) for event in events]
 
 
