@@ -176,14 +176,19 @@ secret_file = "{tls}/{me}-webhook-secret"
 timeout_s = 5
 """
     for peer_id, url, fp, key in entries:
-        text += f"""
+        text += peer_entry_toml(peer_id, url, fp, key)
+    return text
+
+
+def peer_entry_toml(peer_id: str, url: str, certificate_sha256: str, signing_key: str) -> str:
+    """One member of the directory, as ``[[peer.peers]]`` in the config file."""
+    return f"""
 [[peer.peers]]
 id = "{peer_id}"
 url = "{url}"
-certificate_sha256 = "{fp}"
-signing_key = "{key}"
+certificate_sha256 = "{certificate_sha256}"
+signing_key = "{signing_key}"
 """
-    return text
 
 
 def instance(root: Path, name: str) -> Path:

@@ -22,6 +22,7 @@ from adapters.peer.tls import client_context
 from edge.devca import IssuedCert, create_ca, issue
 from ledger_client.checkpoint import NoteSigner
 from tests.integration.conftest import DaemonProcess, NotifySocket, make_instance
+from tests.integration.test_peer import peer_entry_toml
 
 
 def _children(pid: int) -> list[int]:
@@ -70,13 +71,8 @@ ca = "{ca.cert}"
         der = x509.load_pem_x509_certificate(issued[name].cert.read_bytes()).public_bytes(
             serialization.Encoding.DER)
         vkey = NoteSigner(f"hie-edge/{name}", Ed25519PrivateKey.generate()).verifier.vkey()
-        text += f"""
-[[peer.peers]]
-id = "{name}"
-url = "https://127.0.0.1:9"
-certificate_sha256 = "{hashlib.sha256(der).hexdigest()}"
-signing_key = "{vkey}"
-"""
+        text += peer_entry_toml(name, "https://127.0.0.1:9", hashlib.sha256(der).hexdigest(),
+                                vkey)
     return make_instance(tmp_path / "inst", text), ca, issued
 
 
