@@ -31,11 +31,10 @@ of the request is released (see :func:`not_served`); one ERROR line names the ro
 Cost per request (issue 8's lookup target): the patient's listing of current rows (its
 Consent versions with the records asked for) is checked in every request's snapshot by one
 statement and read again only when it changed, a consent version is parsed into its rules
-once, a row
-unchanged since it was last opened is not decrypted again, and an entry whose receipt was
-built against the current checkpoint is not built again (:mod:`edge.peer.entries`); the
-Bundle is joined from the entries' JSON; the AuditEvents are serialized on the read thread
-so the single writer only seals, inserts and appends them.
+once, a row unchanged since it was last opened is not decrypted again, and an entry whose
+receipt was built against the current checkpoint is not built again
+(:mod:`edge.peer.entries`); the Bundle is joined from the entries' JSON; the AuditEvents are
+serialized on the read thread so the single writer only seals, inserts and appends them.
 """
 
 from __future__ import annotations
