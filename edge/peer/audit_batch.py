@@ -28,6 +28,7 @@ from typing import Any, Final, Protocol, TypeVar
 from edge.peer.errors import PeerError
 from edge.peer.notifications import enqueue
 from edge.peer.schema import JTI
+from edge.pickled import reduce_by_fields
 from edge.store.keys import PatientRef
 from edge.store.ledgered import put_prepared
 from edge.store.prepared import PreparedRecord
@@ -54,6 +55,8 @@ class AuditWrite:
     events: list[PreparedRecord]
     patient: PatientRef | None
     notice: dict[str, Any] | None = field(default=None, repr=False)
+
+    __reduce__ = reduce_by_fields
 
 
 _Pending = tuple[AuditWrite, "asyncio.Future[int]"]

@@ -30,6 +30,7 @@ from typing import Any
 from edge.crypto.blind_index import BlindIndexer
 from edge.crypto.errors import UnknownKeyError
 from edge.crypto.keys import DataKey, KeyPurpose, Keyring, WrappedKey
+from edge.pickled import reduce_by_fields
 from edge.store.schema import DATA_KEYS, KEK_STATE
 
 SYSTEM_OWNER = "system"
@@ -52,6 +53,7 @@ class PatientRef:
         return "PatientRef(<redacted>)"
 
     __str__ = __repr__
+    __reduce__ = reduce_by_fields
 
 
 def patient_ref_of(patient: Mapping[str, Any]) -> PatientRef | None:

@@ -29,6 +29,7 @@ from edge.crypto.blind_index import (
     normalize_name,
 )
 from edge.crypto.errors import IndexInputError
+from edge.pickled import reduce_by_fields
 from edge.store.errors import ResourceInputError
 from ledger_client.errors import LedgerError
 from ledger_client.leaf import canonical_json
@@ -62,6 +63,8 @@ class PreparedRecord:
 
     def __repr__(self) -> str:
         return f"PreparedRecord({self.type}/{self.id})"
+
+    __reduce__ = reduce_by_fields
 
 
 def prepare_record(resource: Mapping[str, Any], *, layout_known: bool = False) -> PreparedRecord:
