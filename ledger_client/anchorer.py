@@ -160,6 +160,9 @@ class Anchorer:
         self._stopping = False
         self._reachable: bool | None = None
         self._last_error: str | None = None
+        # The largest tree size queued so far, or less (None: not read yet): notify() runs on
+        # every append (each peer request's AuditEvents), so it reads this, not the table.
+        self._queued_size: int | None = None
         if signer.name != Checkpoint(facility, 0, bytes(32), 0).origin:
             raise LedgerError("signer name does not match the facility's checkpoint origin")
 
@@ -216,11 +219,21 @@ class Anchorer:
 
     def notify(self, log_size: int) -> None:
         """Intake calls this after an append (cheap, never blocks): wakes the anchorer early
-        when enough leaves wait. Call it from the anchorer's event loop thread."""
-        last = self._conn.execute(
-            "SELECT max(tree_size) FROM ledger_checkpoints").fetchone()[0] or 0
-        if log_size - last >= self.policy.max_pending_leaves:
+        when enough leaves wait. Call it from the anchorer's event loop thread.
+
+        The size queued last is remembered, not read per call: this process's anchorer is
+        the one that queues checkpoints (make_checkpoint), and a row queued elsewhere (the
+        CLI) is caught up with at the next tick. The remembered size is never above the
+        table's, so a wake is never missed; at worst one comes early, and the tick it starts
+        decides from the table (_checkpoint_due)."""
+        if self._queued_size is None:
+            self._queued_size = self._conn.execute(
+                "SELECT max(tree_size) FROM ledger_checkpoints").fetchone()[0] or 0
+        if log_size - self._queued_size >= self.policy.max_pending_leaves:
             self._wake.set()
+
+    def _queued(self, size: int) -> None:
+        self._queued_size = max(self._queued_size or 0, size)
 
     def _checkpoint_due(self, size: int, now_ms: int) -> bool:
         row = self._conn.execute(
@@ -229,6 +242,7 @@ class Anchorer:
         if row is None:
             return size > 0
         last_size, last_ms = int(row[0]), int(row[1])
+        self._queued(last_size)
         if size <= last_size:
             return False
         return (now_ms - last_ms >= self.policy.interval_s * 1000
@@ -252,6 +266,7 @@ class Anchorer:
             "INSERT INTO ledger_checkpoints (tree_size, root_hash, timestamp_ms, note, state,"
             " next_attempt_ms) VALUES (?, ?, ?, ?, 'pending', ?)",
             (size, signed.checkpoint.root_hash, now_ms, signed.note, now_ms))
+        self._queued(size)
         self._conn.execute(
             "UPDATE ledger_checkpoints SET state = 'superseded' "
             "WHERE state = 'pending' AND tree_size < ?", (size,))

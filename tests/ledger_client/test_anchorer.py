@@ -72,6 +72,36 @@ async def test_many_waiting_leaves_anchor_before_the_interval(
     assert [s.checkpoint.tree_size for s in backend.published] == [1, 101]
 
 
+async def test_notify_reads_no_table_per_append_and_still_wakes_at_the_threshold(
+        mlog: MerkleLog, signer: NoteSigner) -> None:
+    clock, backend = FakeClock(), FakeBackend()
+    a = anchorer(mlog, backend, signer, clock)
+    mlog.append(make_leaves(1))
+    await a.tick()  # checkpoint 1 queued (and published)
+    mlog.append(make_leaves(99, 1))
+    statements: list[str] = []
+    mlog.connection.set_trace_callback(statements.append)
+    for _ in range(3):
+        a.notify(100)  # 99 waiting: below the threshold
+    assert statements == [] and not a._wake.is_set()
+    a.notify(101)  # 100 waiting
+    assert statements == [] and a._wake.is_set()
+    mlog.connection.set_trace_callback(None)
+    mlog.append(make_leaves(1, 100))
+    # A checkpoint queued by another process (the CLI's anchorer): this one wakes early
+    # once, and its tick catches up with the table.
+    a._wake.clear()
+    other = anchorer(mlog, backend, signer, clock)
+    assert other.make_checkpoint() is not None  # size 101, queued elsewhere
+    a.notify(mlog.size)
+    assert a._wake.is_set()
+    a._wake.clear()
+    await a.tick()
+    mlog.append(make_leaves(50, 101))
+    a.notify(mlog.size)  # 50 waiting since 101
+    assert not a._wake.is_set()
+
+
 async def test_unreachable_backend_retries_with_backoff_and_catches_up(
         mlog: MerkleLog, signer: NoteSigner) -> None:
     clock, backend = FakeClock(), FakeBackend()
