@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 NODE_STAMP := node_modules/.installed
 
-.PHONY: venv node run test lint typecheck bench clean deb deb-check fuzz fuzz-long soak faults-long
+.PHONY: venv node run test lint typecheck bench clean deb deb-check fuzz fuzz-long soak faults-long lock
 FUZZ_SECONDS ?= 600
 
 venv: $(STAMP)
@@ -24,11 +24,26 @@ $(NODE_STAMP): package.json package-lock.json
 # sd_notify code and plain stderr logging, so the extra is installed only when it can build.
 EXTRAS := test,dev,evm$(shell pkg-config --exists libsystemd 2>/dev/null && echo ,systemd)
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package to the version the tests last passed with (CI and the
+# .deb install exactly those); pyproject.toml keeps the ranges the code supports.
+$(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+	$(BIN)/pip install --quiet --constraint constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
+
+# Re-pin constraints.txt to the newest releases pyproject.toml's ranges admit (in a scratch
+# venv, every extra), then run `make test` on them before committing the new pins.
+LOCK_VENV := build/lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PY) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/pip install --quiet '.[test,dev,evm,systemd]'
+	{ sed -n '/^#/p' constraints.txt; \
+	  $(LOCK_VENV)/bin/pip freeze --exclude-editable | grep -v '^hie-edge[ =]'; } > constraints.new
+	mv constraints.new constraints.txt
+	rm -rf $(LOCK_VENV)
 
 # Starts the daemon on its embedded defaults: local storage, local ledger, generated dev keys.
 run: venv
