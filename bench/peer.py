@@ -184,22 +184,25 @@ def _stat(pid: int) -> list[str]:
         return []
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the daemon and its child processes (the peer workers, the
-    conversion workers) are using, from Linux ``/proc``; 0 elsewhere."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User + system CPU time (the daemon's, its child processes': the peer workers, the
+    conversion workers) used so far, from Linux ``/proc``; zeros elsewhere."""
     children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
                 and (fields := _stat(int(p.name))) and int(fields[1]) == pid]
-    total = 0
-    for each in (pid, *children):
+
+    def used(each: int) -> int:
         fields = _stat(each)
         # After the command name: ppid is field 4, utime and stime fields 14 and 15.
-        total += int(fields[11]) + int(fields[12]) if fields else 0
-    return total / os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) + int(fields[12]) if fields else 0
+
+    tick = os.sysconf("SC_CLK_TCK")
+    return used(pid) / tick, sum(used(child) for child in children) / tick
 
 
 async def measure(ctx: Any, clients: int, seconds: float, unit: Unit,
-                  pid: int) -> tuple[float, float, float, int, float, float]:
-    """(p50 ms, p99 ms, units/s, errors, server CPU ms per unit, client CPU ms per unit)."""
+                  pid: int) -> tuple[float, float, float, int, float, float, float]:
+    """(p50 ms, p99 ms, units/s, errors, server CPU ms per unit, of which the daemon's
+    process, client CPU ms per unit)."""
     latencies: list[float] = []
     errors = 0
     async with PeerClient(ctx, timeout_s=30, limit=clients) as client:
@@ -214,13 +217,15 @@ async def measure(ctx: Any, clients: int, seconds: float, unit: Unit,
                 latencies.append(time.perf_counter() - started)
                 errors += not ok
 
-        began, cpu, mine = time.perf_counter(), cpu_seconds(pid), time.process_time()
+        began, before, mine = time.perf_counter(), cpu_seconds(pid), time.process_time()
         await asyncio.gather(*(worker() for _ in range(clients)))
-        elapsed, cpu = time.perf_counter() - began, cpu_seconds(pid) - cpu
+        elapsed, after = time.perf_counter() - began, cpu_seconds(pid)
         mine = time.process_time() - mine
+    daemon, children = (a - b for a, b in zip(after, before, strict=True))
+    per_unit = 1000 / len(latencies)
     return (percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000,
-            len(latencies) / elapsed, errors, cpu * 1000 / len(latencies),
-            mine * 1000 / len(latencies))
+            len(latencies) / elapsed, errors, (daemon + children) * per_unit,
+            daemon * per_unit, mine * per_unit)
 
 
 async def wait_anchored(base: str, ctx: Any, size: int) -> None:
@@ -312,20 +317,24 @@ async def run(base: str, ctx: Any, key: Ed25519PrivateKey, thumb: str, seconds: 
                                      ("lookup", bench.lookup)]
     # "server CPU": the user+system time per unit of the daemon and its worker processes,
     # whatever else this shared machine is doing (the other columns move with the machine's
-    # load); "client CPU": this process's, which shares the machine's two cores with them.
+    # load); "daemon": the part of it in the daemon's own process (the single writer: every
+    # request's JWT id and AuditEvents are committed there); "client CPU": this process's,
+    # which shares the machine's two cores with them.
     print(f"{'unit':<22}{'clients':>8}{'p50 ms':>10}{'p99 ms':>10}{'per s':>10}"
-          f"{'x base':>9}{'errors':>8}{'server CPU ms':>15}{'client CPU ms':>15}")
+          f"{'x base':>9}{'errors':>8}{'server CPU ms':>15}{'daemon ms':>11}"
+          f"{'client CPU ms':>15}")
     for clients in levels:
         base_rate = 0.0
         for name, unit in units:
             if only is not None and name.split()[0] not in only | {"metadata"}:
                 continue
-            p50, p99, rate, errors, cpu, mine = await measure(ctx, clients, seconds, unit,
-                                                              pid)
+            p50, p99, rate, errors, cpu, daemon, mine = await measure(ctx, clients, seconds,
+                                                                      unit, pid)
             if name.startswith("metadata"):
                 base_rate = rate
             print(f"{name:<22}{clients:>8}{p50:>10.2f}{p99:>10.2f}{rate:>10.0f}"
-                  f"{rate / base_rate:>9.2f}{errors:>8}{cpu:>15.2f}{mine:>15.2f}")
+                  f"{rate / base_rate:>9.2f}{errors:>8}{cpu:>15.2f}{daemon:>11.2f}"
+                  f"{mine:>15.2f}")
             if name == "lookup":
                 record("peer", f"lookups/s, {clients} clients", rate, "lookup/s",
                        baseline="metadata req/s (plain TLS)", baseline_value=base_rate)
