@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 from edge.cli import exits
-from edge.cli.database import open_database
+from edge.cli.database import database_for
 from edge.cli.exits import CLIError
 from edge.cli.integrity import integrity_message
 from edge.config import Settings
@@ -94,25 +94,23 @@ def with_store(settings: Settings, command: str,
                work: Callable[[sqlite3.Connection, ResourceStore], T]) -> T:
     """Run ``work`` in one write transaction on the state database, mapping failures to
     exit statuses."""
-    conn = open_database(settings)
-    try:
-        store = ResourceStore(StoreKeys(lambda: load_keyring(settings.keys.kek_file)))
-        with write_transaction(conn):
-            return work(conn, store)
-    except (KeyFileError, UnknownKeyError) as exc:
-        raise CLIError(exits.CONFIG, f"hie-edge {command}: {exc}") from None
-    except ConsentInputError as exc:
-        raise CLIError(exits.DATAERR, f"hie-edge {command}: {exc}") from None
-    except IntegrityError as exc:
-        # EX_DATAERR and main's line for it (edge.cli.integrity), with this command's name
-        # and what it means here: the transaction, the command's own AuditEvent included,
-        # was rolled back.
-        raise CLIError(exits.DATAERR, f"hie-edge {command}: {integrity_message(exc)}; "
-                       "nothing was done") from None
-    except (StorageError, sqlite3.Error) as exc:
-        raise CLIError(exits.IOERR, f"hie-edge {command}: {type(exc).__name__}") from None
-    finally:
-        conn.close()
+    with database_for(settings, command) as conn:
+        try:
+            store = ResourceStore(StoreKeys(lambda: load_keyring(settings.keys.kek_file)))
+            with write_transaction(conn):
+                return work(conn, store)
+        except (KeyFileError, UnknownKeyError) as exc:
+            raise CLIError(exits.CONFIG, f"hie-edge {command}: {exc}") from None
+        except ConsentInputError as exc:
+            raise CLIError(exits.DATAERR, f"hie-edge {command}: {exc}") from None
+        except IntegrityError as exc:
+            # EX_DATAERR and main's line for it (edge.cli.integrity), with this command's
+            # name and what it means here: the transaction, the command's own AuditEvent
+            # included, was rolled back.
+            raise CLIError(exits.DATAERR, f"hie-edge {command}: {integrity_message(exc)}; "
+                           "nothing was done") from None
+        except StorageError as exc:
+            raise CLIError(exits.IOERR, f"hie-edge {command}: {exc}") from None
 
 
 def _summary(consent: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from edge.cli import exits
-from edge.cli.database import open_database
+from edge.cli.database import database_for
 from edge.cli.exits import CLIError
 from edge.config import Settings
 from edge.inbox.schema import TABLE
@@ -36,7 +36,7 @@ def run_messages(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "list":
         if args.limit < 1:
             raise CLIError(exits.USAGE, "hie-edge messages list: --limit must be at least 1")
-        with open_database(settings, readonly=True) as conn:
+        with database_for(settings, "messages list", readonly=True) as conn:
             rows = (_rows(conn, "WHERE state = ?", (args.state,), args.limit) if args.state
                     else _rows(conn, "", (), args.limit))
         if args.json:
@@ -46,7 +46,7 @@ def run_messages(args: argparse.Namespace, settings: Settings) -> int:
             _print_table(rows)
         return exits.OK
     if args.action == "show":
-        with open_database(settings, readonly=True) as conn:
+        with database_for(settings, "messages show", readonly=True) as conn:
             rows = _rows(conn, "WHERE id = ?", (args.id,), 1)
         if not rows:
             raise CLIError(exits.DATAERR, f"hie-edge: no message with id {args.id}")
@@ -82,7 +82,7 @@ def _reveal(settings: Settings, row_id: int) -> str | None:
     from edge.store.resources import ResourceStore
 
     keys = StoreKeys(lambda: load_keyring(settings.keys.kek_file))
-    with open_database(settings) as conn:
+    with database_for(settings, "messages show") as conn:
         key_id, payload, codec = conn.execute(
             f"SELECT key_id, payload, codec FROM {TABLE} WHERE id = ?",  # noqa: S608
             (row_id,)).fetchone()
@@ -112,7 +112,8 @@ def _replay(settings: Settings, row_id: int) -> int:
     from edge.intake.replay import ReplayError, replay
 
     try:
-        outcome = replay(settings, row_id)
+        with database_for(settings, "messages replay") as conn:
+            outcome = replay(conn, settings, row_id)
     except ReplayError as exc:
         raise CLIError(exits.DATAERR, f"hie-edge: message {row_id}: {exc}") from None
     print(f"message {row_id}: {outcome}")

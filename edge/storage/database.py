@@ -15,7 +15,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from edge.storage.errors import StorageError
+from edge.storage.errors import StorageError, storage_error
 
 DB_FILENAME = "edge.db"
 
@@ -65,8 +65,14 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA foreign_keys = ON")
         # Deleted rows (erasure, retention) are overwritten, not left in free pages.
         conn.execute("PRAGMA secure_delete = ON")
+        if readonly:
+            # Reads the file's header, as journal_mode does for a writer: a file that is not
+            # a database fails here, at open, not at a caller's first query.
+            conn.execute("PRAGMA schema_version")
     except sqlite3.Error as exc:
-        raise StorageError("open database", exc.__class__.__name__ + ": " + str(exc)) from None
+        # Not a database: not retriable; cannot open (permissions, a missing directory,
+        # locked): retriable once the operator has fixed it.
+        raise storage_error(exc, "open database") from None
     return conn
 
 
