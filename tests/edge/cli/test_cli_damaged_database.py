@@ -45,6 +45,7 @@ def test_a_file_that_is_not_a_database_is_one_line_and_ioerr(
     status = main([*argv, "--config", str(config)])
     out, err = capsys.readouterr()
     assert status == IOERR, err
+    assert out == ""
     assert err.count("\n") == 1 and "file is not a database" in err, err
     assert "internal error" not in err and "Traceback" not in err
     assert hashlib.sha256(db.read_bytes()).digest() == before
