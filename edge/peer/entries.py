@@ -454,6 +454,17 @@ def entry_json(resource: bytes, *, receipt: Receipt | None = None,
                      _compact(extension), b"]}"))
 
 
+_SEARCH_INCLUDE: Final = b'"search":{"mode":"include"}'
+
+
+def as_include(entry: bytes) -> bytes:
+    """``entry`` (from :func:`entry_json`) with search mode ``include``: returned for
+    referring to a match (``_revinclude``), not as one. Its marker is the last in the
+    entry: the receipt after it is a JSON string, whose quotes are escaped."""
+    at = entry.rindex(_SEARCH_MATCH)
+    return b"".join((entry[:at], _SEARCH_INCLUDE, entry[at + len(_SEARCH_MATCH):]))
+
+
 def bundle_json(head: dict[str, Any], entries: Iterable[bytes]) -> bytes:
     """A Bundle's JSON bytes: the members of ``head`` (compact, in their order), then
     ``entry`` joined from each entry's JSON bytes without parsing or re-encoding them."""

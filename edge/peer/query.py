@@ -1,9 +1,10 @@
 """``hie-edge peer query``: ask members for a patient's records, concurrently, and check
 every record against the answering facility's anchored log.
 
-For each member asked: discovery (``Patient?identifier=``), then ``Patient/{id}/$everything``
-page by page, each request with a fresh request-context JWT (a new ``jti``), each answer from
-a server whose certificate must be that member's (directory fingerprint or subject). Every
+For each member asked: discovery with the records (``Patient?identifier=&_revinclude=*``)
+page by page, or ``Patient/{id}/$everything`` when the first page holds the match alone;
+each request with a fresh request-context JWT (a new ``jti``), each answer from a server
+whose certificate must be that member's (directory fingerprint or subject). Every
 entry's receipt is checked with :func:`ledger_client.receipt.verify_receipt` against a root
 *we* obtain, never the one in the receipt:
 
@@ -44,7 +45,7 @@ from ledger_client.receipt import Receipt, verify_receipt
 Status = Literal["ok", "not-found", "denied", "refused", "error", "unavailable", "timeout"]
 log = logging.getLogger(__name__)
 
-# Entries asked for per $everything page: the most our peer API serves in one (its
+# Entries asked for per page: the most our peer API serves in one (its
 # _MAX_COUNT). Every page is a WAN round trip, a JWT, a consent decision and its AuditEvents
 # at the member; in an emergency the round trips are what the clinician waits for. A member
 # that pages smaller answers with `next` links, which are followed.
@@ -91,7 +92,7 @@ class QuerySpec:
     practitioner: str
     role: str
     reason: str = field(default="", repr=False)
-    page_size: int = PAGE_SIZE  # $everything's _count
+    page_size: int = PAGE_SIZE  # each page's _count
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,24 +263,8 @@ async def _ask(outcome: PeerOutcome, peer: Peer, spec: QuerySpec, *, client: Pee
                     else "error", f"http-{status}")
         return True
 
-    status, body = await get(f"{peer.url}/Patient?identifier={quote(spec.patient)}")
-    if refused(status):
-        return
-    entries = _dicts(_bundle(body).get("entry"))
-    if not entries:
-        outcome.status = "not-found"
-        return
-    match = entries[0].get("resource")
-    patient_id = str(match.get("id", "")) if isinstance(match, dict) else ""
-    url: str | None = (f"{peer.url}/Patient/{quote(patient_id, safe='')}/$everything"
-                       f"?_count={spec.page_size}")
-    for _ in range(_MAX_PAGES):
-        if url is None:
-            return
-        status, body = await get(url)
-        if refused(status):  # e.g. revoked between two pages
-            return
-        page = _bundle(body)
+    async def take(page: Mapping[str, Any]) -> str | None:
+        """Count and verify ``page``'s entries; its ``next`` link when it is this member's."""
         for entry in _dicts(page.get("entry")):
             outcome.found += 1
             resource, problems = await _verify_entry(entry, peer, client, roots)
@@ -291,9 +276,44 @@ async def _ask(outcome: PeerOutcome, peer: Peer, spec: QuerySpec, *, client: Pee
                 outcome.records.append(resource)
         nxt = _next_link(page)
         # Follow only links back to the same member.
-        url = nxt if nxt is not None and _same_origin(nxt, peer.url) else None
+        return nxt if nxt is not None and _same_origin(nxt, peer.url) else None
+
+    # Discovery with the records in one request (docs/peer.md): the match, then every
+    # record referring to it, paged.
+    status, body = await get(f"{peer.url}/Patient?identifier={quote(spec.patient)}"
+                             f"&_revinclude=*&_count={spec.page_size}")
+    if refused(status):
+        return
+    first = _bundle(body)
+    entries = _dicts(first.get("entry"))
+    if not entries:
+        outcome.status = "not-found"
+        return
+    url: str | None
+    if _next_link(first) is None and not any(_mode(e) == "include" for e in entries):
+        # The match alone: a patient with no record released to us, or a member that does
+        # not know _revinclude (a release before it; FHIR lets a server ignore a search
+        # parameter it does not support, 3.1.1.4). $everything answers both rightly.
+        match = entries[0].get("resource")
+        patient_id = str(match.get("id", "")) if isinstance(match, dict) else ""
+        url = (f"{peer.url}/Patient/{quote(patient_id, safe='')}/$everything"
+               f"?_count={spec.page_size}")
+    else:
+        url = await take(first)
+    for _ in range(_MAX_PAGES):
+        if url is None:
+            return
+        status, body = await get(url)
+        if refused(status):  # e.g. revoked between two pages
+            return
+        url = await take(_bundle(body))
     if url is not None:
         _incomplete(outcome, "error", f"more than {_MAX_PAGES} pages")
+
+
+def _mode(entry: Mapping[str, Any]) -> object:
+    search = entry.get("search")
+    return search.get("mode") if isinstance(search, dict) else None
 
 
 def _unavailable(outcome: PeerOutcome, exc: PeerUnavailable) -> None:

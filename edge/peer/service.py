@@ -72,7 +72,14 @@ from edge.peer.codes import (
 from edge.peer.context import ReplayCache, RequestContext, verify_context
 from edge.peer.decision import AccessDecision, Requester, decide
 from edge.peer.directory import Peer, cert_thumbprint
-from edge.peer.entries import ConsentRules, EntryCache, Record, RecordCache, bundle_json
+from edge.peer.entries import (
+    ConsentRules,
+    EntryCache,
+    Record,
+    RecordCache,
+    as_include,
+    bundle_json,
+)
 from edge.peer.errors import ContextError, RequestRefused
 from edge.peer.patients import by_demographics, by_id, by_identifier
 from edge.storage.database import connect
@@ -330,7 +337,17 @@ class PeerService:
                                                                           tuple[str, ...]]:
         """(pattern, patient id or None, resource types) for a data request."""
         if parts == ["Patient"]:
-            return "patient-query", None, ("Patient",)
+            if "_revinclude" not in query:
+                return "patient-query", None, ("Patient",)
+            # Discovery and the records in one request (FHIR R4 search 3.1.1.5.4): one round
+            # trip, one request context, one consent decision and one set of AuditEvents
+            # where discovery then $everything take two of each. Only the wildcard: every
+            # served type refers to its patient, and a peer asking for some types searches
+            # them by patient= once it knows the id.
+            if query["_revinclude"] != "*":
+                raise RequestRefused(400, "not-supported",
+                                     "_revinclude: only * (every served type) is supported")
+            return "patient-query", None, SERVED_TYPES
         if len(parts) == 2 and parts[0] == "Patient":
             return "patient-read", parts[1], ("Patient",)
         if len(parts) == 3 and parts[0] == "Patient" and parts[2] == "$everything":
@@ -497,13 +514,26 @@ class PeerService:
                 allowed = releases[facts] = plan.decision.releases(*facts)
             if allowed:
                 released.append(record)
-        # Discovery whose one match releases nothing answers like no match at all.
-        plan.visible = bool(released) or patient_id is not None
-        plan.total = len(released)
+        # Discovery whose match is withheld answers like no match at all, with
+        # _revinclude too: records are never released without the Patient they belong to.
+        # The match, when released, is the first (``found`` starts with it).
+        plan.visible = patient_id is not None or (
+            bool(released) and released[0].type == "Patient")
+        if not plan.visible:
+            return plan
+        # Bundle.total counts the matches, never the included records (FHIR R4 3.1.1.5.4).
+        includes = patient_id is None and len(types) > 1
+        plan.total = 1 if includes else len(released)
         page = released[offset:offset + count]
         if offset + count < len(released):
             plan.next_offset = offset + count
         plan.entries = self._entries.entries(page, anchored, conn)
+        if includes:
+            # Every entry after the match was included for referring to it. _count bounds
+            # the entries of a page, included ones counted: pages stay the size a peer asks
+            # for, however many records the one match has.
+            plan.entries = [entry if offset + i == 0 else as_include(entry)
+                            for i, entry in enumerate(plan.entries)]
         plan.classes = tuple(sorted({r.type for r in page}))
         return plan
 
@@ -607,6 +637,7 @@ class PeerService:
             "rest": [{"mode": "server", "resource": [
                 {"type": t, "interaction": [{"code": "search-type"}]
                  + ([{"code": "read"}] if t == "Patient" else [])}
+                | ({"searchRevInclude": ["*"]} if t == "Patient" else {})
                 for t in SERVED_TYPES],
                 "operation": [{"name": "everything",
                                "definition": "http://hl7.org/fhir/OperationDefinition/"

@@ -30,7 +30,7 @@ from edge.store.keys import PatientRef, StoreKeys
 from edge.store.ledgered import put_ledgered
 from edge.store.resources import ResourceStore
 from ledger_client.anchorer import Anchorer
-from ledger_client.checkpoint import NoteSigner
+from ledger_client.checkpoint import NoteSigner, NoteVerifier
 from ledger_client.log import MerkleLog
 from ledger_client.testing import FakeBackend
 
@@ -80,6 +80,7 @@ class PeerEnv:
     peer: Peer
     peer_key: Ed25519PrivateKey
     cert: bytes
+    checkpoints: NoteVerifier  # of this facility's signed checkpoints (as peers know it)
 
     def close(self) -> None:
         self.service.close()
@@ -155,7 +156,8 @@ def make_env(tmp_path: Path, **peer_settings: Any) -> PeerEnv:
         {"tls": {"cert": "c", "key": "k", "ca": "ca"}, "break_glass_roles": ["er"],
          **peer_settings})
     service = new_service(db, committer, keys, settings)
-    return PeerEnv(db, committer, ResourceStore(keys), anchorer, service, peer, peer_key, cert)
+    return PeerEnv(db, committer, ResourceStore(keys), anchorer, service, peer, peer_key, cert,
+                   signer.verifier)
 
 
 def new_service(db: Path, committer: GroupCommitter, keys: StoreKeys,

@@ -6,23 +6,31 @@ is a real PeerService behind the real mutual-TLS listener, asked by the real Pee
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.peer.client import PeerClient
 from adapters.peer.tls import client_context
 from edge.peer.audit_sink import LocalAuditSink
 from edge.peer.directory import Peer, cert_thumbprint
 from edge.peer.query import CheckpointRoots, Credentials, QuerySpec, query_peer
-from edge.peer.service import PeerService
-from ledger_client.checkpoint import NoteSigner
+from edge.peer.service import PeerRequest, PeerResponse, PeerService
 from tests.edge.peer.listening import listening
-from tests.edge.peer.support import HERE, SYSTEM, PeerEnv, flip_byte, grant, make_env, patient
+from tests.edge.peer.support import (
+    HERE,
+    SYSTEM,
+    PeerEnv,
+    flip_byte,
+    grant,
+    make_env,
+    observation,
+    patient,
+)
 from tests.edge.peer.test_unavailable import RefusingWrites
 
 
@@ -50,10 +58,9 @@ async def member(tmp_path: Path, env: PeerEnv, service: PeerService) -> AsyncIte
     """``service`` (facility ``here``) behind the real listener, and a PeerClient of the
     asker (``there``, whose request-context key ``env`` trusts)."""
     async with listening(tmp_path, env, service) as served:
-        here = Peer(HERE, f"https://{served.bound}",
-                    NoteSigner(f"hie-edge/{HERE}", Ed25519PrivateKey.generate()).verifier,
-                    None, x509.load_pem_x509_certificate(served.server.cert.read_bytes())
-                    .subject.rfc4514_string())
+        server_cert = x509.load_pem_x509_certificate(served.server.cert.read_bytes())
+        here = Peer(HERE, f"https://{served.bound}", env.checkpoints, None,
+                    server_cert.subject.rfc4514_string())
         creds = Credentials(env.peer.id, env.peer_key, cert_thumbprint(served.client_der))
         async with PeerClient(client_context(cert=served.client.cert, key=served.client.key,
                                              ca=served.ca.cert), timeout_s=10) as peer_client:
@@ -85,3 +92,44 @@ async def test_a_member_answering_500_is_an_error(tmp_path: Path, env: PeerEnv) 
                                    roots=CheckpointRoots())
     assert env.service.counters.integrity_failures == 1
     assert (outcome.status, outcome.detail) == ("error", "http-500")
+
+
+class BeforeRevinclude(PeerService):
+    """A member of a release before ``_revinclude``: it ignores the parameter, as FHIR lets a
+    server do with one it does not support, and answers discovery with the match alone."""
+
+    async def handle(self, request: PeerRequest) -> PeerResponse:
+        query = {k: v for k, v in request.query.items() if k != "_revinclude"}
+        return await super().handle(dataclasses.replace(request, query=query))
+
+
+@pytest.mark.parametrize("revinclude", [True, False], ids=["this-release", "before"])
+async def test_every_record_arrives_verified_from_members_of_either_release(
+        tmp_path: Path, env: PeerEnv, revinclude: bool) -> None:
+    env.put([observation(k) for k in range(5)])
+    await env.anchor()
+    kind = PeerService if revinclude else BeforeRevinclude
+    service = kind(facility=HERE, settings=env.service.settings, db_path=env.db,
+                   keys=env.store.keys, audit=LocalAuditSink(env.committer, env.store))
+    try:
+        async with member(tmp_path, env, service) as m:
+            paged = dataclasses.replace(SPEC, page_size=4)
+            outcome = await query_peer(m.peer, paged, client=m.client, creds=m.creds,
+                                       roots=CheckpointRoots())
+    finally:
+        service.close()
+    assert (outcome.status, outcome.found, outcome.verified) == ("ok", 6, 6)
+    assert sorted(r["id"] for r in outcome.records) == sorted(
+        ["pat-1", *(f"obs-{k}" for k in range(5))])
+    # Data requests answered: this release, the match and its records in pages of 4 (2);
+    # before it, the match alone, then $everything (1 + 2).
+    assert service.counters.permitted == (2 if revinclude else 3)
+
+
+async def test_a_patient_with_no_record_released_is_found_alone(tmp_path: Path,
+                                                                env: PeerEnv) -> None:
+    async with member(tmp_path, env, env.service) as m:
+        outcome = await query_peer(m.peer, SPEC, client=m.client, creds=m.creds,
+                                   roots=CheckpointRoots())
+    assert (outcome.status, outcome.found, outcome.verified) == ("ok", 1, 1)
+    assert [r["id"] for r in outcome.records] == ["pat-1"]

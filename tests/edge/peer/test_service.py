@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -110,6 +111,54 @@ async def test_discovery_needs_one_certain_match(env: PeerEnv) -> None:
     assert partial.status == 400
     unknown = (await env.get("/Patient", {"identifier": "urn:oid:1.2.3.4|NOPE"})).json()
     assert unknown["total"] == 0
+
+
+DISCOVER_ALL = {"identifier": "urn:oid:1.2.3.4|MRN1", "_revinclude": "*"}
+
+
+async def test_discovery_with_revinclude_pages_the_match_and_its_records(env: PeerEnv) -> None:
+    grant(env, facilities=("there",))
+    first = (await env.get("/Patient", {**DISCOVER_ALL, "_count": "3"})).json()
+    # total counts the match only (FHIR R4 search 3.1.1.5.4); _count counts every entry.
+    assert first["total"] == 1
+    assert [(e["resource"]["id"], e["search"]["mode"]) for e in first["entry"]] == [
+        ("pat-1", "match"), ("obs-0", "include"), ("obs-1", "include")]
+    entries = list(first["entry"])
+    page = first
+    while nxt := next((x["url"] for x in page["link"] if x["relation"] == "next"), None):
+        assert nxt.startswith("https://here.test/Patient?") and "_revinclude=%2A" in nxt
+        query = dict(parse_qsl(urlsplit(nxt).query))
+        page = (await env.get("/Patient", query)).json()
+        assert page["total"] == 1
+        entries += page["entry"]
+    # What $everything releases (the PSY Observation withheld), each with its receipt.
+    everything = (await env.get("/Patient/pat-1/$everything")).json()
+    assert [e["resource"] for e in entries] == [e["resource"] for e in everything["entry"]]
+    assert [e["search"]["mode"] for e in entries] == ["match"] + ["include"] * 7
+    assert [e["extension"] for e in entries] == [e["extension"] for e in everything["entry"]]
+    # Each request's audit: the decision, the query, the disclosure of the entries it sent.
+    accesses = ("patient-query", "operation", "disclosure")
+    assert [(e["event"], e["released"]) for e in trail(env) if e["event"] in accesses] == [
+        (event, n) for n in (3, 3, 2) for event in ("patient-query", "disclosure")] + [
+        ("operation", 8), ("disclosure", 8)]
+
+
+async def test_discovery_with_revinclude_releases_nothing_without_the_patient(
+        env: PeerEnv) -> None:
+    # The Patient is very restricted (V) and the permit does not cover that label: its
+    # Observations, which it does cover, are not released without it.
+    env.put([patient(meta={"security": [{"code": "V"}]})])
+    grant(env, facilities=("there",))
+    assert (await env.get("/Patient/pat-1/$everything")).json()["total"] == 7
+    answer = (await env.get("/Patient", DISCOVER_ALL)).json()
+    assert answer["total"] == 0 and answer["entry"] == []
+    assert [e["event"] for e in trail(env)][-2:] == ["consent-decision", "patient-query"]
+    refused = await env.get("/Patient", {**DISCOVER_ALL, "_revinclude": "Observation:patient"})
+    assert refused.status == 400
+    assert refused.json()["issue"][0]["code"] == "not-supported"
+    assert (await env.get("/metadata")).json()["rest"][0]["resource"][0] == {
+        "type": "Patient", "interaction": [{"code": "search-type"}, {"code": "read"}],
+        "searchRevInclude": ["*"]}
 
 
 async def test_default_permit_treatment_and_purposes(tmp_path: Path) -> None:
