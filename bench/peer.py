@@ -15,10 +15,10 @@ until the Patient and its 199 records with their receipts have arrived. With ``p
 query``'s page (1000) that is one request: one JWT verified, one consent decision, three
 AuditEvents stored encrypted and ledgered, 200 entries each with its receipt. Before
 ``_revinclude``, ``peer query`` asked discovery, then ``$everything``: two requests (the
-``discovery`` and ``everything`` rows below, for comparison). A lookup's latency is from the first request
-sent to the last page read; it excludes only the client's own receipt checks (``peer
-query`` verifies each receipt; that is the asker's CPU, not the server's, and would compete
-with the server for this machine's cores). The target rows are ``lookup``.
+``discovery`` and ``everything`` rows below, for comparison). A lookup's latency is from
+the first request sent to the last page read; it excludes only the client's own receipt
+checks (``peer query`` verifies each receipt; that is the asker's CPU, not the server's,
+and would compete with the server for this machine's cores). The target rows are ``lookup``.
 
 Rows, each timed on its own for ``--seconds``:
 
