@@ -77,7 +77,6 @@ from edge.peer.entries import (
     EntryCache,
     Record,
     RecordCache,
-    as_include,
     bundle_json,
 )
 from edge.peer.errors import ContextError, RequestRefused
@@ -173,6 +172,7 @@ class _Plan:
     classes: tuple[str, ...] = ()
     status: int = 200
     next_offset: int | None = None
+    matches: int | None = None  # entries that are matches (the first); None: all of them
     visible: bool = False  # False: answer an empty Bundle (no certain match, or withheld)
 
 
@@ -532,8 +532,7 @@ class PeerService:
             # Every entry after the match was included for referring to it. _count bounds
             # the entries of a page, included ones counted: pages stay the size a peer asks
             # for, however many records the one match has.
-            plan.entries = [entry if offset + i == 0 else as_include(entry)
-                            for i, entry in enumerate(plan.entries)]
+            plan.matches = 1 if offset == 0 else 0
         plan.classes = tuple(sorted({r.type for r in page}))
         return plan
 
@@ -547,7 +546,7 @@ class PeerService:
                           "url": self._link(request, params, plan.next_offset)})
         return bundle_json({"resourceType": "Bundle", "type": "searchset",
                             "total": plan.total if plan.visible else 0, "link": links},
-                           plan.entries if plan.visible else [])
+                           plan.entries if plan.visible else [], matches=plan.matches)
 
     @staticmethod
     def _link(request: PeerRequest, params: Mapping[str, str], offset: int) -> str:

@@ -23,7 +23,7 @@ from edge.peer.entries import (
     Record,
     RecordCache,
     bundle_json,
-    entry_json,
+    open_entry,
 )
 from edge.store.erasure import erase_patient
 from edge.store.keys import PatientRef
@@ -226,7 +226,7 @@ async def test_an_erased_patients_records_leave_the_caches_at_the_next_request(
     assert "obs-50" not in held() and "obs-2" in held()
     entries = env.service._entries
     assert isinstance(entries, EntryCache)
-    left = [json.loads(entry)["resource"]["id"] for entry, _ in entries._items.values()]
+    left = [json.loads(entry + b"}")["resource"]["id"] for entry, _ in entries._items.values()]
     assert "obs-50" not in left and "obs-2" in left
     rules = env.service._rules
     assert isinstance(rules, ConsentRules)
@@ -269,22 +269,28 @@ def version(n: int, body: dict[str, Any]) -> ResourceVersion:
                            bytes(32), bytes([n]) * 32, n, n)
 
 
-def test_entry_json_is_the_entry_serialized() -> None:
+def test_an_open_entry_is_closed_as_a_match_or_an_include() -> None:
     record = Record.of(version(1, {"category": [{"coding": [{"code": "laboratory"}]}],
                                    "meta": {"security": [{"code": "HIV"}]}, "note": "é\""}))
     assert record.categories == frozenset({"laboratory"}) and record.labels == {"HIV"}
-    entry = json.loads(entry_json(record.json, pending="not-anchored-yet"))
-    assert entry == {"resource": version(1, {"category": [{"coding": [{"code": "laboratory"}]}],
-                                             "meta": {"security": [{"code": "HIV"}]},
-                                             "note": "é\""}).resource,
-                     "search": {"mode": "match"},
-                     "extension": [{"url": RECEIPT_PENDING_EXTENSION,
-                                    "valueCode": "not-anchored-yet"}]}
-    head = {"resourceType": "Bundle", "type": "searchset", "total": 2, "link": []}
-    bundle = json.loads(bundle_json(head, [entry_json(b"{}", pending="x")] * 2))
-    assert list(bundle) == ["resourceType", "type", "total", "link", "entry"]
-    assert len(bundle["entry"]) == 2
-    assert json.loads(bundle_json(head, []))["entry"] == []
+    pending = [{"url": RECEIPT_PENDING_EXTENSION, "valueCode": "not-anchored-yet"}]
+    entries = [open_entry(record.json, pending="not-anchored-yet"),
+               *(open_entry(b'{"id":"%d"}' % n, pending="x") for n in range(3))]
+    head = {"resourceType": "Bundle", "type": "searchset", "total": 1, "link": []}
+    for matches, modes in ((None, ["match"] * 4), (1, ["match"] + ["include"] * 3),
+                           (0, ["include"] * 4), (4, ["match"] * 4)):
+        bundle = json.loads(bundle_json(head, entries, matches=matches))
+        assert list(bundle) == ["resourceType", "type", "total", "link", "entry"]
+        assert [e["search"]["mode"] for e in bundle["entry"]] == modes
+        assert bundle["entry"][0] == {
+            "resource": version(1, {"category": [{"coding": [{"code": "laboratory"}]}],
+                                    "meta": {"security": [{"code": "HIV"}]},
+                                    "note": "é\""}).resource,
+            "extension": pending, "search": {"mode": modes[0]}}
+        assert [e["resource"] for e in bundle["entry"][1:]] == [{"id": str(n)} for n in
+                                                                range(3)]
+    for matches in (None, 0):
+        assert json.loads(bundle_json(head, [], matches=matches))["entry"] == []
 
 
 def test_caches_stay_within_their_budget() -> None:
