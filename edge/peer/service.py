@@ -173,7 +173,6 @@ class _Plan:
     status: int = 200
     next_offset: int | None = None
     matches: int | None = None  # entries that are matches (the first); None: all of them
-    visible: bool = False  # False: answer an empty Bundle (no certain match, or withheld)
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,9 +516,8 @@ class PeerService:
         # Discovery whose match is withheld answers like no match at all, with
         # _revinclude too: records are never released without the Patient they belong to.
         # The match, when released, is the first (``found`` starts with it).
-        plan.visible = patient_id is not None or (
-            bool(released) and released[0].type == "Patient")
-        if not plan.visible:
+        # Left empty, the plan answers an empty Bundle.
+        if patient_id is None and not (released and released[0].type == "Patient"):
             return plan
         # Bundle.total counts the matches, never the included records (FHIR R4 3.1.1.5.4).
         includes = patient_id is None and len(types) > 1
@@ -545,8 +543,8 @@ class PeerService:
             links.append({"relation": "next",
                           "url": self._link(request, params, plan.next_offset)})
         return bundle_json({"resourceType": "Bundle", "type": "searchset",
-                            "total": plan.total if plan.visible else 0, "link": links},
-                           plan.entries if plan.visible else [], matches=plan.matches)
+                            "total": plan.total, "link": links},
+                           plan.entries, matches=plan.matches)
 
     @staticmethod
     def _link(request: PeerRequest, params: Mapping[str, str], offset: int) -> str:
